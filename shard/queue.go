@@ -1,0 +1,171 @@
+package shard
+
+import (
+	"math/bits"
+	"sync"
+)
+
+// Writer is the part of a gnet.Conn that a Queue writes to. gnet's Writev,
+// called on the loop goroutine, writes what the socket takes and copies the
+// rest into gnet's outbound buffer, so the slices passed to it may be reused
+// as soon as it returns. OutboundBuffered reports the bytes gnet still holds.
+type Writer interface {
+	Writev(bs [][]byte) (int, error)
+	OutboundBuffered() int
+}
+
+// MaxIOV is the most slices a Queue passes to one Writev call: Linux refuses
+// a writev(2) with more than IOV_MAX (1024) iovecs, and gnet does not split.
+const MaxIOV = 1024
+
+// Ring storage classes: powers of two from 1<<minRingShift to
+// 1<<maxRingShift slots. A larger ring is allocated and dropped.
+const (
+	minRingShift = 3  // 8 slots
+	maxRingShift = 12 // 4096 slots
+)
+
+var ringPools [maxRingShift - minRingShift + 1]sync.Pool
+
+// ring is the storage of a non-empty Queue. Frames leave only all at once
+// (Flush, Reset), so it is a plain slice, never wrapped.
+type ring struct {
+	slots []*Frame // len is a power of two
+	n     int
+	bytes int
+}
+
+func getRing(class int) *ring {
+	if class >= len(ringPools) {
+		return &ring{slots: make([]*Frame, 1<<(class+minRingShift))}
+	}
+	r, _ := ringPools[class].Get().(*ring)
+	if r == nil {
+		r = &ring{slots: make([]*Frame, 1<<(class+minRingShift))}
+	}
+	return r
+}
+
+func putRing(r *ring) {
+	c := bits.Len(uint(len(r.slots))) - 1 - minRingShift
+	r.n, r.bytes = 0, 0
+	if c < len(ringPools) {
+		ringPools[c].Put(r)
+	}
+}
+
+// Queue is a connection's bounded outbound queue of shared frames. The zero
+// value is an empty queue; it holds no storage while empty, so an idle
+// connection pays only unsafe.Sizeof(Queue{}) (one pointer). Storage comes
+// from a pool on the first Push and goes back when the queue drains.
+//
+// Ownership: a Queue belongs to its connection's event loop goroutine; no
+// method may be called from any other goroutine.
+type Queue struct {
+	r *ring
+}
+
+// Len returns the number of frames waiting.
+func (q *Queue) Len() int {
+	if q.r == nil {
+		return 0
+	}
+	return q.r.n
+}
+
+// Bytes returns the number of bytes waiting.
+func (q *Queue) Bytes() int {
+	if q.r == nil {
+		return 0
+	}
+	return q.r.bytes
+}
+
+// Push appends a reference to f (retaining it) unless that would put more
+// than maxMsgs frames or maxBytes bytes in the queue; then it returns false,
+// leaves the queue and f untouched, and the caller applies its slow-consumer
+// policy. It does not allocate in steady state: storage comes from a pool,
+// and grows (from the pool of the next size) only up to maxMsgs slots.
+func (q *Queue) Push(f *Frame, maxBytes, maxMsgs int) bool {
+	r := q.r
+	if r == nil {
+		if maxMsgs < 1 || f.Len() > maxBytes {
+			return false
+		}
+		r = getRing(0)
+		q.r = r
+	} else if r.n >= maxMsgs || r.bytes+f.Len() > maxBytes {
+		return false
+	}
+	if r.n == len(r.slots) {
+		r = q.grow()
+	}
+	f.Retain()
+	r.slots[r.n] = f
+	r.n++
+	r.bytes += f.Len()
+	return true
+}
+
+// grow moves the frames to storage twice the size and returns it.
+func (q *Queue) grow() *ring {
+	old := q.r
+	c := bits.Len(uint(len(old.slots))) - minRingShift
+	r := getRing(c)
+	copy(r.slots, old.slots[:old.n])
+	clear(old.slots[:old.n])
+	r.n, r.bytes = old.n, old.bytes
+	putRing(old)
+	q.r = r
+	return r
+}
+
+// Flush writes every waiting frame, in order, with one w.Writev call per
+// MaxIOV frames (normally exactly one), releases them and returns the queue's
+// storage to its pool. gnet copies whatever the socket did not take, so the
+// frames are released as soon as Writev returns.
+//
+// When w.OutboundBuffered() > 0 (gnet still holds unsent bytes), Flush writes
+// nothing and keeps the frames waiting: they count against the Push bounds,
+// which is how a slow reader is detected. gnet has no writable notification,
+// so the loop calls Flush again when it has spare turns (after traffic, on
+// tick).
+//
+// iov is scratch space owned by the loop; its capacity should be at least
+// min(max messages, MaxIOV), or Flush allocates to extend it. Flush leaves
+// its elements nil. It returns the bytes handed to Writev and Writev's error;
+// on error the frames are still released (gnet closes the connection).
+// It does not allocate when cap(iov) suffices.
+func (q *Queue) Flush(w Writer, iov [][]byte) (written int, err error) {
+	r := q.r
+	if r == nil || w.OutboundBuffered() > 0 {
+		return 0, nil
+	}
+	for i := 0; i < r.n && err == nil; {
+		iov = iov[:0]
+		for ; i < r.n && len(iov) < MaxIOV; i++ {
+			iov = append(iov, r.slots[i].Bytes())
+		}
+		var n int
+		n, err = w.Writev(iov)
+		written += n
+		clear(iov)
+	}
+	q.Reset()
+	return written, err
+}
+
+// Reset releases every waiting frame and returns the storage to its pool,
+// e.g. when the connection closes. It does not allocate.
+func (q *Queue) Reset() {
+	r := q.r
+	if r == nil {
+		return
+	}
+	for i, f := range r.slots[:r.n] {
+		f.Release()
+		r.slots[i] = nil
+	}
+	q.r = nil
+	putRing(r)
+}
