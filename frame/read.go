@@ -1,0 +1,241 @@
+package frame
+
+import (
+	"encoding/binary"
+	"sync"
+
+	"github.com/gobwas/ws"
+)
+
+// Handler receives what a Parser finds. Every payload slice aliases either
+// the bytes given to Parse or the parser's assembly buffer and is valid only
+// until the callback returns. A callback that returns an error stops Parse,
+// which returns that error.
+type Handler interface {
+	// OnMessage gets a complete data message, already unmasked and, for
+	// text, validated as UTF-8.
+	OnMessage(op OpCode, payload []byte) error
+	// OnPing and OnPong get control frames, which may arrive between the
+	// fragments of a message.
+	OnPing(payload []byte) error
+	OnPong(payload []byte) error
+	// OnClose gets a validated close frame; Parse returns right after it
+	// and reads nothing more.
+	OnClose(code CloseCode, reason []byte) error
+}
+
+// Parser is the per-connection state of an incremental frame reader. The
+// zero value is ready. It is owned by the connection's loop goroutine.
+//
+// Frames that arrive whole are unmasked in place and handed over without a
+// copy; only a message that is fragmented or spans several reads is
+// assembled in a buffer taken from a pool and returned when the message is
+// delivered, so an idle connection holds no buffer.
+type Parser struct {
+	mask      [4]byte // mask of the frame whose payload is partly consumed
+	remaining int64   // payload bytes of that frame still to come
+	maskOff   uint8
+	inFrame   bool   // a data frame's payload is partly consumed
+	fin       bool   // that frame ends its message
+	msgOp     OpCode // opcode of the message being assembled; 0 if none
+	utf8      UTF8
+	msgLen    int
+	buf       *[]byte
+}
+
+// maxPooled is the largest assembly buffer returned to the pool; bigger ones
+// are left to the GC so that one huge message does not pin memory.
+const maxPooled = 1 << 20
+
+var bufPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, 4096)
+	return &b
+}}
+
+// Reset drops any partial message and returns its buffer to the pool. Call it
+// when the connection closes.
+func (p *Parser) Reset() {
+	p.release()
+	*p = Parser{}
+}
+
+// Buffered reports the bytes held in the assembly buffer.
+func (p *Parser) Buffered() int {
+	if p.buf == nil {
+		return 0
+	}
+	return len(*p.buf)
+}
+
+func (p *Parser) release() {
+	if p.buf == nil {
+		return
+	}
+	if cap(*p.buf) <= maxPooled {
+		*p.buf = (*p.buf)[:0]
+		bufPool.Put(p.buf)
+	}
+	p.buf = nil
+}
+
+func (p *Parser) appendPayload(b []byte) {
+	if p.buf == nil {
+		p.buf = bufPool.Get().(*[]byte)
+	}
+	*p.buf = append(*p.buf, b...)
+}
+
+// Parse reads as many frames from b as are complete or can be consumed, and
+// reports how many bytes it consumed; the caller discards exactly those and
+// passes the rest again with more bytes later. max bounds a message's
+// payload (ErrTooLarge). b is modified (unmasked) in place. Parse does not
+// allocate once the pool holds an assembly buffer.
+func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
+	for {
+		if p.inFrame {
+			k := int(min(p.remaining, int64(len(b)-n)))
+			if err := p.consumePayload(b[n : n+k]); err != nil {
+				return n, err
+			}
+			n += k
+			if p.remaining > 0 {
+				return n, nil
+			}
+			p.inFrame = false
+			if p.fin {
+				if err := p.deliver(h); err != nil {
+					return n, err
+				}
+			}
+			continue
+		}
+		rest := b[n:]
+		if len(rest) < 2 {
+			return n, nil
+		}
+		fin := rest[0]&0x80 != 0
+		op := OpCode(rest[0] & 0x0f)
+		length := int64(rest[1] & 0x7f)
+		if rest[0]&0x70 != 0 {
+			return n, ErrReservedBits
+		}
+		if op.IsReserved() {
+			return n, ErrReservedOpcode
+		}
+		if rest[1]&0x80 == 0 {
+			return n, ErrUnmasked
+		}
+		control := op.IsControl()
+		switch {
+		case control && !fin:
+			return n, ErrControlFragmented
+		case control && length > 125:
+			return n, ErrControlTooLong
+		case op == OpContinuation && p.msgOp == 0:
+			return n, ErrUnexpectedCont
+		case !control && op != OpContinuation && p.msgOp != 0:
+			return n, ErrExpectedCont
+		}
+		hlen := 6
+		switch length {
+		case 126:
+			hlen = 8
+		case 127:
+			hlen = 14
+		}
+		if len(rest) < hlen {
+			return n, nil
+		}
+		switch length {
+		case 126:
+			length = int64(binary.BigEndian.Uint16(rest[2:]))
+		case 127:
+			u := binary.BigEndian.Uint64(rest[2:])
+			if u>>63 != 0 {
+				return n, ErrBadLength
+			}
+			length = int64(u)
+		}
+		var mask [4]byte
+		copy(mask[:], rest[hlen-4:hlen])
+
+		if control {
+			if int64(len(rest)) < int64(hlen)+length {
+				return n, nil // control frames are at most 131 bytes: wait for all of it
+			}
+			payload := rest[hlen : hlen+int(length)]
+			ws.Cipher(payload, mask, 0)
+			n += hlen + int(length)
+			switch op {
+			case OpPing:
+				err = h.OnPing(payload)
+			case OpPong:
+				err = h.OnPong(payload)
+			case OpClose:
+				code, reason, cerr := ParseClose(payload)
+				if cerr != nil {
+					return n, cerr
+				}
+				return n, h.OnClose(code, reason)
+			}
+			if err != nil {
+				return n, err
+			}
+			continue
+		}
+
+		if int64(p.msgLen)+length > int64(max) {
+			return n, ErrTooLarge
+		}
+		if op != OpContinuation {
+			p.msgOp = op
+			p.utf8.Reset()
+		}
+		p.msgLen += int(length)
+		n += hlen
+		whole := int64(len(rest)-hlen) >= length
+		if whole && fin && op != OpContinuation {
+			// The common case: a single-frame message that arrived whole.
+			payload := rest[hlen : hlen+int(length)]
+			ws.Cipher(payload, mask, 0)
+			n += int(length)
+			if op == OpText && !(p.utf8.Write(payload) && p.utf8.Complete()) {
+				return n, ErrInvalidUTF8
+			}
+			p.msgOp, p.msgLen = 0, 0
+			if err := h.OnMessage(op, payload); err != nil {
+				return n, err
+			}
+			continue
+		}
+		p.mask, p.maskOff, p.remaining, p.fin, p.inFrame = mask, 0, length, fin, true
+	}
+}
+
+// consumePayload unmasks chunk in place, checks it and appends it to the
+// message being assembled.
+func (p *Parser) consumePayload(chunk []byte) error {
+	ws.Cipher(chunk, p.mask, int(p.maskOff))
+	p.maskOff = uint8((int(p.maskOff) + len(chunk)) & 3)
+	p.remaining -= int64(len(chunk))
+	if p.msgOp == OpText && !p.utf8.Write(chunk) {
+		return ErrInvalidUTF8
+	}
+	p.appendPayload(chunk)
+	return nil
+}
+
+func (p *Parser) deliver(h Handler) error {
+	op := p.msgOp
+	if op == OpText && !p.utf8.Complete() {
+		return ErrInvalidUTF8
+	}
+	var payload []byte
+	if p.buf != nil {
+		payload = *p.buf
+	}
+	p.msgOp, p.msgLen = 0, 0
+	err := h.OnMessage(op, payload)
+	p.release()
+	return err
+}
