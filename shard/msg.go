@@ -1,0 +1,16 @@
+package shard
+
+// Msg is a message for a loop's Inbox: what to do (Kind, defined by the
+// engine), to which connection, with which frame. Ptr carries anything
+// else (a subscribe request, a tick); storing a pointer in it does not
+// allocate.
+//
+// A Msg is a value: it is copied into the inbox and out to the consumer.
+// Whoever pushes a Frame passes one reference with it, which the consumer
+// releases.
+type Msg struct {
+	Kind  uint8
+	Conn  uint64
+	Frame *Frame
+	Ptr   any
+}
