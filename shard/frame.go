@@ -8,10 +8,11 @@ import (
 
 // Frame size classes: powers of two from 1<<minFrameShift to
 // 1<<maxFrameShift bytes. A typical push (JSON + header) is well under 1 KiB;
-// 64 KiB is the default message limit. Larger frames are not pooled.
+// a message at the default 64 KiB limit plus its header needs the 128 KiB
+// class. Larger frames are not pooled.
 const (
 	minFrameShift = 6  // 64 B
-	maxFrameShift = 16 // 64 KiB
+	maxFrameShift = 17 // 128 KiB
 )
 
 var framePools [maxFrameShift - minFrameShift + 1]sync.Pool
@@ -36,7 +37,7 @@ type Frame struct {
 // NewFrame returns a frame holding one reference (the caller's) whose Buf is
 // empty with a capacity of at least capHint bytes, so that an encoder that
 // knows the size appends without growing. It allocates only when the pool
-// of the size class is empty or capHint is over 64 KiB.
+// of the size class is empty or capHint is over 128 KiB.
 func NewFrame(capHint int) *Frame {
 	c := frameClass(capHint)
 	if c < 0 {

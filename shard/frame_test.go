@@ -28,11 +28,15 @@ func TestFrameClass(t *testing.T) {
 			want: 4,
 		},
 		{
-			n:    1 << 16,
+			n:    1<<16 + 10,
 			want: maxFrameShift - minFrameShift,
 		},
 		{
-			n:    1<<16 + 1,
+			n:    1 << 17,
+			want: maxFrameShift - minFrameShift,
+		},
+		{
+			n:    1<<17 + 1,
 			want: -1,
 		},
 	}
@@ -44,7 +48,7 @@ func TestFrameClass(t *testing.T) {
 }
 
 func TestNewFrameCapacity(t *testing.T) {
-	for _, hint := range []int{0, 1, 64, 65, 1000, 1 << 16, 1<<16 + 1} {
+	for _, hint := range []int{0, 1, 64, 65, 1000, 1 << 17, 1<<17 + 1} {
 		f := NewFrame(hint)
 		if cap(f.Buf) < hint {
 			t.Errorf("NewFrame(%d): cap %d", hint, cap(f.Buf))
