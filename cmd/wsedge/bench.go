@@ -1,12 +1,164 @@
 package main
 
 import (
+	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/wsedge/wsedge/bench"
 )
 
-// runBench is replaced by the bench package's entry point (issue: wsedge bench).
+const benchUsage = `usage: wsedge bench <idle|echo|broadcast|connect> [flags]
+       wsedge bench plot -o out.svg|out.png result.json...
+
+Runs a bounded load against a WebSocket server and prints HDR latency
+percentiles. Loopback targets only unless --allow-remote.
+
+examples:
+  wsedge bench echo --url ws://127.0.0.1:8080/ws --conns 1000 --rate 10 --size 1024 --duration 30s
+  wsedge bench echo --conns 100 --rate 0                      (closed loop)
+  wsedge bench idle --conns 19000 --procs 2 --server-pid 1234
+  wsedge bench broadcast --conns 10000 --rate 10 --size 64 --procs 2
+  wsedge bench connect --conns 64 --duration 10s
+
+flags:
+`
+
 func runBench(args []string) int {
-	fmt.Fprintln(os.Stderr, "wsedge bench: not built yet")
-	return 2
+	if len(args) > 0 && args[0] == "--child" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		defer stop()
+		if err := bench.RunChild(ctx, os.Stdin, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "wsedge bench child:", err)
+			return 1
+		}
+		return 0
+	}
+	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
+		fmt.Fprint(os.Stderr, benchUsage)
+		return 2
+	}
+	if args[0] == "plot" {
+		return runBenchPlot(args[1:])
+	}
+	cfg := bench.Defaults()
+	cfg.Mode = bench.Mode(args[0])
+	fs := flag.NewFlagSet("bench "+args[0], flag.ContinueOnError)
+	fs.Usage = func() {
+		fmt.Fprint(os.Stderr, benchUsage)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "WebSocket endpoint (ws://host:port/path, IPv4)")
+	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections (broadcast: subscribers; connect: handshakes in flight)")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "echo: msg/s per connection (0 = closed loop); broadcast: publishes/s; connect: handshakes/s (0 = unpaced)")
+	fs.Float64Var(&cfg.ConnectRate, "connect-rate", cfg.ConnectRate, "new connections per second while opening (0 = no cap)")
+	fs.IntVar(&cfg.Size, "size", cfg.Size, "echo payload / publish data size in bytes")
+	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured phase (idle: hold time)")
+	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "max wait for replies and deliveries after the duration")
+	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", cfg.SetupTimeout, "max time to open and subscribe every connection")
+	fs.StringVar(&cfg.Channel, "channel", cfg.Channel, "broadcast channel (namespace:name)")
+	fs.StringVar(&cfg.Token, "token", cfg.Token, "sent as Authorization: Bearer <token>")
+	fs.IntVar(&cfg.Procs, "procs", cfg.Procs, "client processes to spread connections over (≤19,500 each)")
+	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops per process (0 = cores/procs)")
+	fs.IntVar(&cfg.Sources, "sources", cfg.Sources, "source addresses 127.0.0.2… to spread loopback connections over")
+	fs.BoolVar(&cfg.AllowRemote, "allow-remote", cfg.AllowRemote, "allow a non-loopback target")
+	fs.IntVar(&cfg.ServerPID, "server-pid", cfg.ServerPID, "server process to read RSS and threads from")
+	fs.StringVar(&cfg.ServerMetrics, "server-metrics", cfg.ServerMetrics, "server /metrics URL to read go_goroutines from")
+	fs.StringVar(&cfg.Label, "label", cfg.Label, "name of this run in summaries and plots")
+	jsonOut := fs.Bool("json", false, "print the result as JSON instead of a summary")
+	plot := fs.String("plot", "", "draw the latency percentile distribution to this .svg or .png")
+	quiet := fs.Bool("quiet", false, "no progress line")
+	if err := fs.Parse(args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "wsedge bench: unexpected argument %q\n", fs.Arg(0))
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	var progress *os.File
+	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && !*quiet {
+		progress = os.Stderr
+	}
+	var res *bench.Result
+	var err error
+	if progress != nil {
+		res, err = bench.Run(ctx, cfg, progress)
+	} else {
+		res, err = bench.Run(ctx, cfg, nil)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wsedge bench:", err)
+		return 1
+	}
+	res.Command = "wsedge bench " + strings.Join(args, " ")
+	if *jsonOut {
+		if err := res.WriteJSON(os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "wsedge bench:", err)
+			return 1
+		}
+	} else {
+		res.WriteSummary(os.Stdout)
+	}
+	if *plot != "" {
+		if err := writePlot(*plot, []*bench.Result{res}); err != nil {
+			fmt.Fprintln(os.Stderr, "wsedge bench:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+func runBenchPlot(args []string) int {
+	fs := flag.NewFlagSet("bench plot", flag.ContinueOnError)
+	out := fs.String("o", "latency.svg", "output file, .svg or .png")
+	title := fs.String("title", "", "plot title")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() == 0 {
+		fmt.Fprintln(os.Stderr, "wsedge bench plot: name one or more result JSON files (from --json)")
+		return 2
+	}
+	rs, err := bench.ReadResultFiles(fs.Args()...)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wsedge bench plot:", err)
+		return 1
+	}
+	if err := writePlotTitled(*out, rs, *title); err != nil {
+		fmt.Fprintln(os.Stderr, "wsedge bench plot:", err)
+		return 1
+	}
+	return 0
+}
+
+func writePlot(path string, rs []*bench.Result) error { return writePlotTitled(path, rs, "") }
+
+func writePlotTitled(path string, rs []*bench.Result, title string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".svg":
+		err = bench.PlotSVG(f, rs, title)
+	case ".png":
+		err = bench.PlotPNG(f, rs, title)
+	default:
+		err = fmt.Errorf("plot: %s: use a .svg or .png name", path)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -1,0 +1,223 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Mode selects what a run measures.
+type Mode string
+
+// The modes of wsedge bench.
+const (
+	ModeIdle      Mode = "idle"
+	ModeEcho      Mode = "echo"
+	ModeBroadcast Mode = "broadcast"
+	ModeConnect   Mode = "connect"
+	ModeIngest    Mode = "ingest"
+)
+
+// Limits that keep a run bounded whatever the flags say.
+const (
+	MaxConns        = 1_000_000
+	MaxProcs        = 64
+	MaxDuration     = time.Hour
+	MaxPayload      = 1 << 20
+	maxConnsPerProc = 19_500 // one process may open 20,000 files here
+)
+
+// Subprotocol is the one the broadcast mode offers.
+const Subprotocol = "wsedge.v1.json"
+
+// ErrNotAvailable is returned for modes that exist in the CLI but not yet in
+// the tool.
+var ErrNotAvailable = errors.New("not available yet")
+
+// Config is one run. Fill it with Defaults, change fields, then Validate.
+type Config struct {
+	Mode Mode
+	// URL is the WebSocket endpoint, ws://host:port/path (IPv4 only).
+	URL string
+	// Conns: idle and echo connections, broadcast subscribers, or the
+	// number of handshakes in flight in connect mode.
+	Conns int
+	// Rate: echo messages per second per connection (0 = closed loop);
+	// broadcast publishes per second; connect handshakes per second
+	// (0 = as fast as the in-flight window allows).
+	Rate float64
+	// ConnectRate caps new connections per second while opening (0 = no cap).
+	ConnectRate float64
+	// Size is the echo payload or the publish data size in bytes.
+	Size     int
+	Duration time.Duration
+	// Drain is how long to wait for replies and deliveries after Duration.
+	Drain time.Duration
+	// SetupTimeout bounds the time to open (and subscribe) all connections.
+	SetupTimeout time.Duration
+	Channel      string
+	Token        string
+	Procs        int
+	// Loops is event loops per process.
+	Loops int
+	// Sources is how many source addresses in 127.0.0.0/8 (from 127.0.0.2)
+	// connections are spread over when the target is loopback.
+	Sources     int
+	AllowRemote bool
+	// ServerPID, when set, is read from /proc for RSS and threads.
+	ServerPID int
+	// ServerMetrics, when set, is an admin /metrics URL read for go_goroutines.
+	ServerMetrics string
+	// Label names the run in summaries and plots (e.g. the server's name).
+	Label string
+	// Exe is the command that starts a child process; it defaults to this
+	// executable with "bench --child".
+	Exe []string
+}
+
+// Defaults returns a Config with every field set to its default.
+func Defaults() Config {
+	return Config{
+		Mode:         ModeEcho,
+		URL:          "ws://127.0.0.1:8080/ws",
+		Conns:        100,
+		Rate:         10,
+		Size:         1024,
+		Duration:     10 * time.Second,
+		Drain:        5 * time.Second,
+		SetupTimeout: 120 * time.Second,
+		Channel:      "bench:b1",
+		Procs:        1,
+		Sources:      200,
+	}
+}
+
+// target is the resolved endpoint.
+type target struct {
+	ip       [4]byte
+	port     int
+	host     string // Host header
+	path     string
+	loopback bool
+}
+
+// Validate checks cfg and names the first bad field.
+func (cfg *Config) Validate() error {
+	switch cfg.Mode {
+	case ModeIdle, ModeEcho, ModeBroadcast, ModeConnect:
+	case ModeIngest:
+		return fmt.Errorf("mode %q: %w (needs the ingest socket)", cfg.Mode, ErrNotAvailable)
+	default:
+		return fmt.Errorf("mode: unknown %q (idle, echo, broadcast, connect)", cfg.Mode)
+	}
+	if cfg.Conns < 1 || cfg.Conns > MaxConns {
+		return fmt.Errorf("conns: %d out of range 1..%d", cfg.Conns, MaxConns)
+	}
+	if cfg.Procs < 1 || cfg.Procs > MaxProcs {
+		return fmt.Errorf("procs: %d out of range 1..%d", cfg.Procs, MaxProcs)
+	}
+	if per := (cfg.Conns + cfg.Procs - 1) / cfg.Procs; per > maxConnsPerProc {
+		return fmt.Errorf("conns: %d per process exceeds %d (the open-file limit); use --procs %d",
+			per, maxConnsPerProc, (cfg.Conns+maxConnsPerProc-1)/maxConnsPerProc)
+	}
+	if cfg.Rate < 0 || cfg.Rate > 1e6 {
+		return fmt.Errorf("rate: %g out of range 0..1e6", cfg.Rate)
+	}
+	if cfg.Mode == ModeBroadcast && cfg.Rate == 0 {
+		return errors.New("rate: broadcast needs a publish rate > 0")
+	}
+	if cfg.ConnectRate < 0 {
+		return fmt.Errorf("connect-rate: %g is negative", cfg.ConnectRate)
+	}
+	minSize := 0
+	if cfg.Mode == ModeEcho {
+		minSize = echoHeader
+	}
+	if cfg.Size < minSize || cfg.Size > MaxPayload {
+		return fmt.Errorf("size: %d out of range %d..%d", cfg.Size, minSize, MaxPayload)
+	}
+	if cfg.Duration <= 0 || cfg.Duration > MaxDuration {
+		return fmt.Errorf("duration: %v out of range (0, %v]", cfg.Duration, MaxDuration)
+	}
+	if cfg.Drain < 0 || cfg.Drain > time.Minute {
+		return fmt.Errorf("drain: %v out of range [0, 1m]", cfg.Drain)
+	}
+	if cfg.SetupTimeout <= 0 {
+		return fmt.Errorf("setup-timeout: %v must be positive", cfg.SetupTimeout)
+	}
+	if cfg.Mode == ModeBroadcast && !strings.Contains(cfg.Channel, ":") {
+		return fmt.Errorf("channel: %q is not namespace:name", cfg.Channel)
+	}
+	if cfg.Loops < 0 || cfg.Loops > 64 {
+		return fmt.Errorf("loops: %d out of range 0..64", cfg.Loops)
+	}
+	if cfg.Sources < 1 || cfg.Sources > 253 {
+		return fmt.Errorf("sources: %d out of range 1..253", cfg.Sources)
+	}
+	t, err := resolveTarget(cfg.URL)
+	if err != nil {
+		return fmt.Errorf("url: %w", err)
+	}
+	if !t.loopback && !cfg.AllowRemote {
+		return fmt.Errorf("url: %s is not a loopback address; pass --allow-remote to load another host", cfg.URL)
+	}
+	return nil
+}
+
+// loops returns the event loops per process.
+func (cfg *Config) loops() int {
+	if cfg.Loops > 0 {
+		return cfg.Loops
+	}
+	n := runtime.NumCPU() / cfg.Procs
+	if n < 1 {
+		n = 1
+	}
+	return n
+}
+
+func resolveTarget(raw string) (target, error) {
+	var t target
+	u, err := url.Parse(raw)
+	if err != nil {
+		return t, err
+	}
+	if u.Scheme != "ws" {
+		return t, fmt.Errorf("scheme %q: only ws:// is supported", u.Scheme)
+	}
+	host, portStr, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return t, err
+	}
+	ips, err := net.LookupIP(host)
+	if err != nil {
+		return t, err
+	}
+	var ip4 net.IP
+	for _, ip := range ips {
+		if v := ip.To4(); v != nil {
+			ip4 = v
+			break
+		}
+	}
+	if ip4 == nil {
+		return t, fmt.Errorf("host %q has no IPv4 address", host)
+	}
+	port, err := net.LookupPort("tcp", portStr)
+	if err != nil {
+		return t, err
+	}
+	copy(t.ip[:], ip4)
+	t.port = port
+	t.host = u.Host
+	t.path = u.RequestURI()
+	if u.Path == "" {
+		t.path = "/"
+	}
+	t.loopback = ip4.IsLoopback()
+	return t, nil
+}

@@ -1,0 +1,19 @@
+// Package bench is the load generator behind `wsedge bench`: it opens
+// WebSocket connections to a server, drives one of the modes (idle, echo,
+// broadcast, connect) for a bounded time, and reports HDR latency
+// percentiles, delivery accounting and the server's memory per connection.
+// cmd/wsedge parses flags into a Config and calls Run; Run's caller owns the
+// goroutine it runs on.
+//
+// The client is event-driven so it is not the bottleneck it measures: each
+// process runs a few loops (one goroutine each, an epoll instance over
+// non-blocking sockets, edge-triggered), and a connection is a small struct
+// with no goroutine and no buffer of its own until a partial frame or
+// unsent bytes need one. A run spreads over --procs child processes (this
+// executable re-run with "bench --child", talking JSON lines over
+// stdin/stdout) because one process may open only 20,000 files here, and over
+// source addresses 127.0.0.2… so it does not run out of ephemeral ports. The
+// parent merges the children's histograms exactly (HdrHistogram V2 encoding,
+// lossless). The client's own cost is reported with every run (client RSS
+// per connection, client lag of paced sends); BENCHMARKS.md records it.
+package bench

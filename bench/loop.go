@@ -1,0 +1,803 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+	"golang.org/x/sys/unix"
+)
+
+// Connection states.
+const (
+	stConnecting uint8 = iota
+	stHandshake
+	stOpen
+	stClosing // we sent a close frame and wait for the server's
+	stClosed
+)
+
+// Connection roles.
+const (
+	roleIdle uint8 = iota
+	roleEcho
+	roleSub
+	rolePub
+	roleCycle // connect mode: connect, upgrade, close, repeat
+)
+
+const (
+	echoHeader       = 16 // send time (8 bytes) + sequence number (8 bytes)
+	readBufSize      = 64 << 10
+	maxFrame         = 16 << 20
+	maxPendingOut    = 16 << 20
+	setupInflight    = 256 // handshakes in flight per loop while opening
+	maxTrackedSeq    = 1 << 24
+	subscribeID      = 1
+	keepReadBufBelow = 16 << 10
+)
+
+// conn is one client connection. It belongs to its loop's goroutine. An idle
+// open conn costs this struct plus its map entry: buffers are only allocated
+// while a partial frame or unsent bytes are pending.
+type conn struct {
+	fd         int
+	state      uint8
+	role       uint8
+	fragOp     byte
+	subPending bool
+	key        [24]byte
+	start      int64 // unix nanos of socket()
+	in         []byte
+	out        []byte
+	frag       []byte
+	pace       *pacedItem
+	seq        uint64
+	// subscriber bookkeeping
+	seen   []uint64
+	maxSeq int64
+	unique int64
+}
+
+// loop is one event loop: an epoll instance and the goroutine that waits on
+// it. Everything in it is owned by that goroutine; other goroutines talk to
+// it only through post.
+type loop struct {
+	w     *worker
+	id    int
+	epfd  int
+	efd   int // eventfd: wakes the loop when tasks are posted
+	mu    sync.Mutex
+	tasks []func()
+	quit  bool
+	done  chan struct{}
+
+	conns   map[int]*conn
+	rbuf    []byte
+	wbuf    []byte
+	scratch []byte
+	payload []byte // echo payload template
+	rng     uint64
+	pace    pacer
+
+	// dialing
+	pendingDials int
+	pendingPub   bool
+	dialRole     uint8
+	dialInterval int64
+	nextDial     int64
+	inflight     int
+	maxInflight  int
+	dialCount    uint64
+	pendingSubs  int
+
+	running  bool
+	stopping bool
+
+	stats Stats
+	lat   *hdr.Histogram // whole run
+	ilat  *hdr.Histogram // since the last progress snapshot
+	ctime *hdr.Histogram // connect + upgrade time
+	lag   *hdr.Histogram // how late paced sends went out
+}
+
+func newLoop(w *worker, id int) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("bench: epoll_create1: %w", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("bench: eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, fmt.Errorf("bench: epoll_ctl eventfd: %w", err)
+	}
+	l := &loop{
+		w:           w,
+		id:          id,
+		epfd:        epfd,
+		efd:         efd,
+		done:        make(chan struct{}),
+		conns:       make(map[int]*conn),
+		rbuf:        make([]byte, readBufSize),
+		rng:         uint64(time.Now().UnixNano()) | 1 + uint64(id)<<32 + uint64(w.index)<<48,
+		maxInflight: setupInflight,
+		lat:         newHist(),
+		ilat:        newHist(),
+		ctime:       newHist(),
+		lag:         newHist(),
+	}
+	if w.cfg.Mode == ModeEcho {
+		l.payload = make([]byte, w.cfg.Size)
+		for i := echoHeader; i < len(l.payload); i++ {
+			l.payload[i] = 'x'
+		}
+	}
+	return l, nil
+}
+
+// post runs fn on the loop's goroutine. Safe from any goroutine.
+func (l *loop) post(fn func()) {
+	l.mu.Lock()
+	l.tasks = append(l.tasks, fn)
+	first := len(l.tasks) == 1
+	l.mu.Unlock()
+	if first {
+		var one [8]byte
+		binary.LittleEndian.PutUint64(one[:], 1)
+		_, _ = unix.Write(l.efd, one[:]) // EAGAIN only if the counter is saturated: already awake
+	}
+}
+
+// call runs fn on the loop and waits for it.
+func (l *loop) call(fn func()) {
+	ch := make(chan struct{})
+	l.post(func() { fn(); close(ch) })
+	select {
+	case <-ch:
+	case <-l.done:
+	}
+}
+
+func (l *loop) runTasks() {
+	var b [8]byte
+	_, _ = unix.Read(l.efd, b[:])
+	l.mu.Lock()
+	tasks := l.tasks
+	l.tasks = nil
+	l.mu.Unlock()
+	for _, fn := range tasks {
+		fn()
+	}
+}
+
+func nowNanos() int64 { return time.Now().UnixNano() }
+
+// run is the loop's goroutine.
+func (l *loop) run() {
+	defer close(l.done)
+	defer unix.Close(l.efd)
+	defer unix.Close(l.epfd)
+	events := make([]unix.EpollEvent, 512)
+	for !l.quit {
+		n, err := unix.EpollWait(l.epfd, events, l.timeoutMs(nowNanos()))
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.stats.LastError = "epoll_wait: " + err.Error()
+			l.stats.Errors++
+			break
+		}
+		for i := 0; i < n; i++ {
+			ev := events[i]
+			fd := int(ev.Fd)
+			if fd == l.efd {
+				l.runTasks()
+				continue
+			}
+			c := l.conns[fd]
+			if c == nil {
+				continue
+			}
+			if c.state == stConnecting {
+				l.onConnected(c)
+			}
+			if c.state != stClosed && ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 {
+				l.onReadable(c)
+			}
+			if c.state != stClosed && ev.Events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
+				l.flush(c)
+			}
+		}
+		now := nowNanos()
+		if l.pace.len() > 0 {
+			l.pace.due(now, l.onDue)
+		}
+		l.dialMore(now)
+	}
+	for _, c := range l.conns {
+		l.shutdown(c)
+	}
+}
+
+// timeoutMs is how long epoll_wait may sleep: until the next paced send or
+// dial, or forever (tasks wake the loop through the eventfd).
+func (l *loop) timeoutMs(now int64) int {
+	next := int64(-1)
+	if it := l.pace.peek(); it != nil {
+		next = it.next
+	}
+	if l.pendingDials > 0 && l.inflight < l.maxInflight {
+		d := now
+		if l.dialInterval > 0 {
+			d = l.nextDial
+		}
+		if next < 0 || d < next {
+			next = d
+		}
+	}
+	if next < 0 {
+		return -1
+	}
+	if next <= now {
+		return 0
+	}
+	return int((next - now + 999_999) / 1_000_000)
+}
+
+func (l *loop) dialMore(now int64) {
+	for l.pendingDials > 0 && l.inflight < l.maxInflight {
+		if l.dialInterval > 0 {
+			if now < l.nextDial {
+				return
+			}
+			l.nextDial += l.dialInterval
+			if l.nextDial < now-int64(time.Second) {
+				l.nextDial = now
+			}
+		}
+		l.pendingDials--
+		role := l.dialRole
+		if l.pendingPub {
+			l.pendingPub = false
+			role = rolePub
+		}
+		l.dial(now, role)
+	}
+}
+
+func (l *loop) fail(err error) {
+	l.stats.LastError = err.Error()
+}
+
+func (l *loop) dial(now int64, role uint8) {
+	l.stats.Dialed++
+	l.inflight++
+	t := &l.w.t
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		l.inflight--
+		l.stats.ConnectFailed++
+		l.fail(fmt.Errorf("socket: %w", err))
+		return
+	}
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if t.loopback {
+		// Spread source addresses over 127.0.0.0/8 and let connect pick the
+		// port per 4-tuple, so a run does not exhaust one address's ports.
+		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+		n := l.w.cfg.Sources
+		k := (uint64(l.w.index)*7919 + uint64(l.id)*104729 + l.dialCount) % uint64(n)
+		l.dialCount++
+		src := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, byte(2 + k)}}
+		if err := unix.Bind(fd, src); err != nil {
+			unix.Close(fd)
+			l.inflight--
+			l.stats.ConnectFailed++
+			l.fail(fmt.Errorf("bind %v: %w", src.Addr, err))
+			return
+		}
+	}
+	err = unix.Connect(fd, &unix.SockaddrInet4{Port: t.port, Addr: t.ip})
+	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
+		unix.Close(fd)
+		l.inflight--
+		l.stats.ConnectFailed++
+		l.fail(fmt.Errorf("connect: %w", err))
+		return
+	}
+	c := &conn{fd: fd, state: stConnecting, role: role, start: now}
+	l.conns[fd] = c
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.closeConn(c, fmt.Errorf("epoll_ctl: %w", err))
+	}
+}
+
+func (l *loop) onConnected(c *conn) {
+	soErr, err := unix.GetsockoptInt(c.fd, unix.SOL_SOCKET, unix.SO_ERROR)
+	if err == nil && soErr != 0 {
+		err = unix.Errno(soErr)
+	}
+	if err != nil {
+		l.closeConn(c, fmt.Errorf("connect: %w", err))
+		return
+	}
+	c.state = stHandshake
+	newKey(c.key[:], &l.rng)
+	sub := ""
+	if c.role == roleSub || c.role == rolePub {
+		sub = Subprotocol
+	}
+	t := &l.w.t
+	l.wbuf = appendUpgradeRequest(l.wbuf[:0], t.host, t.path, c.key[:], sub, l.w.cfg.Token)
+	l.write(c, l.wbuf)
+}
+
+func (l *loop) onReadable(c *conn) {
+	for {
+		n, err := unix.Read(c.fd, l.rbuf)
+		if n > 0 {
+			l.stats.BytesIn += int64(n)
+			if !l.consume(c, l.rbuf[:n]) {
+				return
+			}
+			if n < len(l.rbuf) {
+				return // drained: with edge triggering new data raises a new edge
+			}
+			continue
+		}
+		switch {
+		case err == nil:
+			l.closeConn(c, errors.New("closed by server (EOF)"))
+			return
+		case errors.Is(err, unix.EAGAIN):
+			return
+		case errors.Is(err, unix.EINTR):
+			continue
+		default:
+			l.closeConn(c, fmt.Errorf("read: %w", err))
+			return
+		}
+	}
+}
+
+// consume handles bytes read from c. It returns false if c was closed.
+func (l *loop) consume(c *conn, data []byte) bool {
+	buf := data
+	fromIn := len(c.in) > 0
+	if fromIn {
+		c.in = append(c.in, data...)
+		buf = c.in
+	}
+	off := 0
+	if c.state == stHandshake {
+		n, status, ok := parseUpgradeResponse(buf, c.key[:])
+		if n == 0 {
+			if len(buf) > maxResponseHeader {
+				l.closeConn(c, errors.New("upgrade response header too large"))
+				return false
+			}
+			l.keep(c, buf, fromIn)
+			return true
+		}
+		if !ok {
+			if status != 0 && status != 101 {
+				l.closeConn(c, fmt.Errorf("upgrade refused: HTTP %d", status))
+			} else {
+				l.closeConn(c, errors.New("bad upgrade response"))
+			}
+			return false
+		}
+		off = n
+		l.onOpen(c)
+		if c.state == stClosed {
+			return false
+		}
+	}
+	for off < len(buf) {
+		h, ok := parseFrameHeader(buf[off:])
+		if !ok {
+			break
+		}
+		if h.length > maxFrame {
+			l.stats.Errors++
+			l.closeConn(c, fmt.Errorf("frame of %d bytes", h.length))
+			return false
+		}
+		if len(buf)-off-h.hdrSize < h.length {
+			break
+		}
+		payload := buf[off+h.hdrSize : off+h.hdrSize+h.length]
+		off += h.hdrSize + h.length
+		if h.masked {
+			maskBytes(payload, h.key)
+		}
+		if !l.onFrame(c, h, payload) {
+			return false
+		}
+	}
+	l.keep(c, buf[off:], fromIn)
+	return true
+}
+
+// keep stores the unconsumed tail of a read in c.in. fromIn says whether
+// rest points into c.in (then it moves to the front) or into the loop's read
+// buffer (then it is copied).
+func (l *loop) keep(c *conn, rest []byte, fromIn bool) {
+	switch {
+	case len(rest) == 0 && cap(c.in) > keepReadBufBelow:
+		c.in = nil
+	case fromIn:
+		c.in = c.in[:copy(c.in, rest)]
+	default:
+		c.in = append(c.in[:0], rest...)
+	}
+}
+
+func (l *loop) onFrame(c *conn, h frameHeader, payload []byte) bool {
+	switch h.op {
+	case opText, opBinary:
+		if !h.fin {
+			c.frag = append(c.frag[:0], payload...)
+			c.fragOp = h.op
+			return true
+		}
+		l.onMessage(c, h.op, payload)
+	case opContinuation:
+		c.frag = append(c.frag, payload...)
+		if h.fin {
+			l.onMessage(c, c.fragOp, c.frag)
+			c.frag = nil
+		}
+	case opPing:
+		l.wbuf = appendFrame(l.wbuf[:0], opPong, payload, &l.rng)
+		return l.write(c, l.wbuf)
+	case opPong:
+	case opClose:
+		if c.state == stClosing {
+			l.closeConn(c, nil)
+			return false
+		}
+		code := 0
+		if len(payload) >= 2 {
+			code = int(binary.BigEndian.Uint16(payload))
+		}
+		l.wbuf = appendFrame(l.wbuf[:0], opClose, payload[:min(2, len(payload))], &l.rng)
+		l.write(c, l.wbuf)
+		l.closeConn(c, fmt.Errorf("closed by server with code %d", code))
+		return false
+	default:
+		l.stats.Errors++
+		l.closeConn(c, fmt.Errorf("unknown opcode %d", h.op))
+		return false
+	}
+	return c.state != stClosed
+}
+
+func (l *loop) onOpen(c *conn) {
+	now := nowNanos()
+	c.state = stOpen
+	l.stats.Connected++
+	l.stats.Open++
+	record(l.ctime, now-c.start)
+	if c.role != roleCycle {
+		l.inflight--
+	}
+	switch c.role {
+	case roleEcho:
+		if l.running {
+			l.startEcho(c, now)
+		}
+	case roleSub:
+		l.pendingSubs++
+		c.subPending = true
+		l.wbuf = append(l.wbuf[:0], `{"id":1,"op":"subscribe","channel":`...)
+		l.wbuf = strconv.AppendQuote(l.wbuf, l.w.cfg.Channel)
+		l.wbuf = append(l.wbuf, '}')
+		l.sendText(c, l.wbuf)
+	case rolePub:
+		if l.running {
+			l.startPaced(c, now, 0)
+		}
+	case roleCycle:
+		l.stats.Handshakes++
+		record(l.lat, now-c.start)
+		record(l.ilat, now-c.start)
+		l.closeWS(c)
+	}
+}
+
+// closeWS starts the close handshake.
+func (l *loop) closeWS(c *conn) {
+	c.state = stClosing
+	l.wbuf = appendFrame(l.wbuf[:0], opClose, []byte{0x03, 0xe8}, &l.rng) // 1000
+	l.write(c, l.wbuf)
+}
+
+func (l *loop) sendText(c *conn, msg []byte) bool {
+	l.scratch = appendFrame(l.scratch[:0], opText, msg, &l.rng)
+	return l.write(c, l.scratch)
+}
+
+func (l *loop) startEcho(c *conn, now int64) {
+	if l.w.cfg.Rate == 0 {
+		l.sendEcho(c)
+		return
+	}
+	period := int64(float64(time.Second) / l.w.cfg.Rate)
+	l.startPaced(c, now, int64(nextRand(&l.rng)%uint64(period)))
+}
+
+func (l *loop) startPaced(c *conn, now, phase int64) {
+	period := int64(float64(time.Second) / l.w.cfg.Rate)
+	if c.pace == nil {
+		c.pace = &pacedItem{idx: -1, c: c}
+	}
+	c.pace.period = period
+	c.pace.next = now + phase
+	l.pace.push(c.pace)
+}
+
+func (l *loop) onDue(it *pacedItem, late int64) {
+	record(l.lag, late)
+	switch it.c.role {
+	case roleEcho:
+		l.sendEcho(it.c)
+	case rolePub:
+		l.sendPublish(it.c)
+	}
+}
+
+func (l *loop) sendEcho(c *conn) {
+	p := l.payload
+	binary.LittleEndian.PutUint64(p[0:], uint64(nowNanos()))
+	binary.LittleEndian.PutUint64(p[8:], c.seq)
+	c.seq++
+	l.wbuf = appendFrame(l.wbuf[:0], opBinary, p, &l.rng)
+	if l.write(c, l.wbuf) {
+		l.stats.Sent++
+	}
+}
+
+// publishPadding returns how many padding bytes make the data object
+// {"t":…,"s":…,"p":"…"} about size bytes long.
+func publishPadding(size int, t int64, seq uint64) int {
+	n := len(`{"t":,"s":,"p":""}`) + len(strconv.AppendInt(nil, t, 10)) + len(strconv.AppendUint(nil, seq, 10))
+	if size > n {
+		return size - n
+	}
+	return 0
+}
+
+func (l *loop) sendPublish(c *conn) {
+	c.seq++
+	now := nowNanos()
+	b := append(l.wbuf[:0], `{"id":`...)
+	b = strconv.AppendUint(b, c.seq+subscribeID, 10)
+	b = append(b, `,"op":"publish","channel":`...)
+	b = strconv.AppendQuote(b, l.w.cfg.Channel)
+	b = append(b, `,"data":{"t":`...)
+	b = strconv.AppendInt(b, now, 10)
+	b = append(b, `,"s":`...)
+	b = strconv.AppendUint(b, c.seq, 10)
+	b = append(b, `,"p":"`...)
+	for i := publishPadding(l.w.cfg.Size, now, c.seq); i > 0; i-- {
+		b = append(b, 'x')
+	}
+	b = append(b, `"}}`...)
+	l.wbuf = b
+	if l.sendText(c, b) {
+		l.stats.Sent++
+	}
+}
+
+func (l *loop) onMessage(c *conn, op byte, msg []byte) {
+	now := nowNanos()
+	switch c.role {
+	case roleEcho:
+		if op != opBinary || len(msg) < echoHeader {
+			l.stats.Errors++
+			l.fail(fmt.Errorf("echo: unexpected message of %d bytes", len(msg)))
+			return
+		}
+		sent := int64(binary.LittleEndian.Uint64(msg))
+		record(l.lat, now-sent)
+		record(l.ilat, now-sent)
+		l.stats.Received++
+		if l.running && l.w.cfg.Rate == 0 {
+			l.sendEcho(c)
+		}
+	case roleSub, rolePub:
+		l.onJSON(c, now, msg)
+	case roleIdle, roleCycle:
+		l.stats.Received++
+	}
+}
+
+var (
+	keyID     = []byte(`"id":`)
+	keyOK     = []byte(`"ok":true`)
+	keyOffset = []byte(`"offset":`)
+	keyT      = []byte(`"t":`)
+	keyS      = []byte(`"s":`)
+)
+
+// jsonInt returns the integer after key in msg. The protocol's messages are
+// flat enough that a key search is exact for the fields the bench reads.
+func jsonInt(msg, key []byte) (int64, bool) {
+	i := bytes.Index(msg, key)
+	if i < 0 {
+		return 0, false
+	}
+	i += len(key)
+	for i < len(msg) && msg[i] == ' ' {
+		i++
+	}
+	j := i
+	for j < len(msg) && (msg[j] >= '0' && msg[j] <= '9' || msg[j] == '-') {
+		j++
+	}
+	v, err := strconv.ParseInt(string(msg[i:j]), 10, 64)
+	return v, err == nil
+}
+
+func (l *loop) onJSON(c *conn, now int64, msg []byte) {
+	if id, ok := jsonInt(msg, keyID); ok {
+		good := bytes.Contains(msg, keyOK)
+		if !good {
+			l.stats.Errors++
+			l.fail(fmt.Errorf("error reply: %.200s", msg))
+		}
+		switch {
+		case c.role == roleSub && id == subscribeID && c.subPending:
+			c.subPending = false
+			l.pendingSubs--
+			if good {
+				l.stats.Subscribed++
+			}
+		case c.role == rolePub && good:
+			l.stats.PublishOK++
+		}
+		return
+	}
+	if c.role != roleSub {
+		l.stats.Errors++
+		l.fail(fmt.Errorf("unexpected push to publisher: %.200s", msg))
+		return
+	}
+	if _, ok := jsonInt(msg, keyOffset); !ok {
+		l.stats.Errors++
+		l.fail(fmt.Errorf("push without offset: %.200s", msg))
+		return
+	}
+	t, ok1 := jsonInt(msg, keyT)
+	s, ok2 := jsonInt(msg, keyS)
+	if !ok1 || !ok2 || s < 1 || s > maxTrackedSeq {
+		l.stats.Errors++
+		l.fail(fmt.Errorf("push without bench data: %.200s", msg))
+		return
+	}
+	l.stats.Received++
+	record(l.lat, now-t)
+	record(l.ilat, now-t)
+	w := int(s >> 6)
+	if w >= len(c.seen) {
+		c.seen = append(c.seen, make([]uint64, w+1-len(c.seen))...)
+	}
+	bit := uint64(1) << (s & 63)
+	if c.seen[w]&bit != 0 {
+		l.stats.Duplicates++
+		return
+	}
+	c.seen[w] |= bit
+	c.unique++
+	l.stats.Unique++
+	if s < c.maxSeq {
+		l.stats.OutOfOrder++
+	} else {
+		c.maxSeq = s
+	}
+}
+
+// write sends b on c, queueing what the socket does not take. It returns
+// false if c was closed.
+func (l *loop) write(c *conn, b []byte) bool {
+	if len(c.out) > 0 {
+		if len(c.out)+len(b) > maxPendingOut {
+			l.stats.Errors++
+			l.closeConn(c, errors.New("server does not read: outbound buffer full"))
+			return false
+		}
+		c.out = append(c.out, b...)
+		return true
+	}
+	for len(b) > 0 {
+		n, err := unix.Write(c.fd, b)
+		if n > 0 {
+			l.stats.BytesOut += int64(n)
+			b = b[n:]
+			continue
+		}
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			c.out = append(c.out, b...)
+			return true
+		case errors.Is(err, unix.EINTR):
+		default:
+			l.closeConn(c, fmt.Errorf("write: %w", err))
+			return false
+		}
+	}
+	return true
+}
+
+func (l *loop) flush(c *conn) {
+	out := c.out
+	c.out = nil
+	if !l.write(c, out) {
+		return
+	}
+	if len(c.out) > 0 && cap(out) >= len(c.out) {
+		// reuse the old buffer for what is left
+		n := copy(out, c.out)
+		c.out = out[:n]
+	}
+}
+
+// closeConn closes c. err nil means an orderly close the run asked for.
+func (l *loop) closeConn(c *conn, err error) {
+	if c.state == stClosed {
+		return
+	}
+	prev := c.state
+	c.state = stClosed
+	delete(l.conns, c.fd)
+	if c.pace != nil {
+		l.pace.remove(c.pace)
+	}
+	unix.Close(c.fd)
+	c.fd = -1
+	c.in, c.out, c.frag, c.seen = nil, nil, nil, nil
+	if c.subPending {
+		c.subPending = false
+		l.pendingSubs--
+	}
+	if prev >= stOpen {
+		l.stats.Open--
+	}
+	if prev < stOpen || c.role == roleCycle {
+		l.inflight--
+	}
+	if c.role == roleCycle && l.running {
+		l.pendingDials++ // keep the window of handshakes in flight full
+	}
+	switch {
+	case err == nil:
+	case prev < stOpen:
+		l.stats.ConnectFailed++
+		l.fail(err)
+	case prev == stClosing:
+		// the server ended the close handshake its own way: still a close
+	case !l.stopping:
+		l.stats.Dropped++
+		l.fail(err)
+	}
+}
+
+// shutdown closes c at the end of the run: a close frame, then the socket.
+func (l *loop) shutdown(c *conn) {
+	if c.state == stOpen && len(c.out) == 0 {
+		l.wbuf = appendFrame(l.wbuf[:0], opClose, []byte{0x03, 0xe8}, &l.rng)
+		_, _ = unix.Write(c.fd, l.wbuf)
+	}
+	l.closeConn(c, nil)
+}

@@ -1,0 +1,165 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"html"
+	"io"
+	"math"
+	"strings"
+)
+
+// The plot is the usual HDR "latency by percentile distribution": the x axis
+// is the percentile on a scale that gives each extra nine the same width
+// (x = log10(1/(1-q))), the y axis the latency. Every run is one line.
+
+// series is one run's curve.
+type series struct {
+	label string
+	xs    []float64 // nines: 0 = p0, 1 = p90, 2 = p99, …
+	ys    []float64 // milliseconds
+}
+
+var palette = []string{"#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf"}
+
+// plotSeries turns results into curves. The last point of each is its max.
+func plotSeries(rs []*Result) ([]series, float64, error) {
+	if len(rs) == 0 {
+		return nil, 0, errors.New("bench: nothing to plot")
+	}
+	var out []series
+	maxNines := 1.0
+	for i, r := range rs {
+		h, err := decodeHist(r.LatencyHist)
+		if err != nil {
+			return nil, 0, err
+		}
+		if h.TotalCount() == 0 {
+			continue
+		}
+		label := r.Label
+		if label == "" {
+			label = fmt.Sprintf("run %d", i+1)
+		}
+		label = fmt.Sprintf("%s (%s)", label, r.Mode)
+		// Beyond log10(count) nines the histogram has no more to say.
+		top := math.Min(math.Log10(float64(h.TotalCount())), 6)
+		if top < 1 {
+			top = 1
+		}
+		maxNines = math.Max(maxNines, top)
+		s := series{label: label}
+		const steps = 240
+		for k := 0; k <= steps; k++ {
+			x := top * float64(k) / steps
+			q := 100 * (1 - math.Pow(10, -x))
+			s.xs = append(s.xs, x)
+			s.ys = append(s.ys, float64(h.ValueAtQuantile(q))/1e6)
+		}
+		s.xs = append(s.xs, top)
+		s.ys = append(s.ys, float64(h.Max())/1e6)
+		out = append(out, s)
+	}
+	if len(out) == 0 {
+		return nil, 0, errors.New("bench: no latency samples to plot")
+	}
+	return out, math.Ceil(maxNines), nil
+}
+
+// niceMax rounds v up to 1, 2 or 5 times a power of ten, and returns the
+// tick step.
+func niceMax(v float64) (top, step float64) {
+	if v <= 0 {
+		return 1, 0.2
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*p >= v {
+			return m * p, m * p / 5
+		}
+	}
+	return 10 * p, 2 * p
+}
+
+func ninesLabel(n int) string {
+	if n == 0 {
+		return "0%"
+	}
+	return strings.TrimRight(strings.TrimRight(fmt.Sprintf("%.*f", n, 100*(1-math.Pow(10, -float64(n)))), "0"), ".") + "%"
+}
+
+func fmtMs(v float64) string {
+	switch {
+	case v == 0:
+		return "0"
+	case v < 0.01:
+		return fmt.Sprintf("%.0fµs", v*1000)
+	case v < 1:
+		return fmt.Sprintf("%.2gms", v)
+	default:
+		return fmt.Sprintf("%gms", math.Round(v*100)/100)
+	}
+}
+
+// geometry shared by the renderers.
+const (
+	plotW, plotH           = 900, 540
+	padL, padR, padT, padB = 80, 30, 50, 110
+)
+
+// PlotSVG writes the latency percentile distribution of rs as SVG.
+func PlotSVG(w io.Writer, rs []*Result, title string) error {
+	ss, nines, err := plotSeries(rs)
+	if err != nil {
+		return err
+	}
+	ymax := 0.0
+	for _, s := range ss {
+		for _, y := range s.ys {
+			ymax = math.Max(ymax, y)
+		}
+	}
+	top, step := niceMax(ymax)
+	iw, ih := float64(plotW-padL-padR), float64(plotH-padT-padB)
+	px := func(x float64) float64 { return padL + x/nines*iw }
+	py := func(y float64) float64 { return padT + ih - y/top*ih }
+	if title == "" {
+		title = "Latency by percentile"
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n", plotW, plotH, plotW, plotH)
+	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
+	fmt.Fprintf(&b, `<text x="%d" y="28" font-size="17" font-weight="bold">%s</text>`+"\n", padL, html.EscapeString(title))
+	for y := 0.0; y <= top+step/2; y += step {
+		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, padL, plotW-padR, py(y), py(y))
+		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", padL-6, py(y)+4, fmtMs(y))
+	}
+	for n := 0; n <= int(nines); n++ {
+		x := px(float64(n))
+		fmt.Fprintf(&b, `<line x1="%.1f" x2="%.1f" y1="%d" y2="%d" stroke="#ddd"/>`, x, x, padT, plotH-padB)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", x, plotH-padB+18, ninesLabel(n))
+	}
+	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#444"/>`+"\n", padL, padT, iw, ih)
+	fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">percentile</text>`+"\n", padL+iw/2, plotH-padB+38)
+	fmt.Fprintf(&b, `<text transform="translate(18 %.0f) rotate(-90)" text-anchor="middle">latency</text>`+"\n", padT+ih/2)
+	for i, s := range ss {
+		col := palette[i%len(palette)]
+		b.WriteString(`<polyline fill="none" stroke-width="2" stroke="` + col + `" points="`)
+		for k := range s.xs {
+			fmt.Fprintf(&b, "%.1f,%.1f ", px(s.xs[k]), py(s.ys[k]))
+		}
+		b.WriteString("\"/>\n")
+		lx := padL + (i%3)*260
+		ly := plotH - padB + 62 + (i/3)*20
+		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%d" y2="%d" stroke="%s" stroke-width="3"/>`, lx, lx+24, ly-4, ly-4, col)
+		fmt.Fprintf(&b, `<text x="%d" y="%d">%s</text>`+"\n", lx+30, ly, html.EscapeString(s.label))
+	}
+	b.WriteString("</svg>\n")
+	_, err = io.WriteString(w, b.String())
+	return err
+}
+
+// PlotPNG writes the same plot as a PNG image.
+func PlotPNG(w io.Writer, rs []*Result, title string) error {
+	return errors.New("bench: PNG output is not built yet; use .svg")
+}

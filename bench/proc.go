@@ -1,0 +1,117 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// procStatus is what /proc/<pid>/status says about a process.
+type procStatus struct {
+	RSS     int64 // bytes
+	Threads int64
+}
+
+func readProcStatus(pid int) (procStatus, error) {
+	var ps procStatus
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ps, err
+	}
+	return parseProcStatus(b)
+}
+
+func parseProcStatus(b []byte) (procStatus, error) {
+	var ps procStatus
+	found := 0
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		k, v, ok := bytes.Cut(line, []byte(":"))
+		if !ok {
+			continue
+		}
+		f := strings.Fields(string(v))
+		if len(f) == 0 {
+			continue
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			continue
+		}
+		switch string(k) {
+		case "VmRSS":
+			ps.RSS = n << 10 // kB
+			found++
+		case "Threads":
+			ps.Threads = n
+			found++
+		}
+	}
+	if found < 2 {
+		return ps, fmt.Errorf("bench: no VmRSS/Threads in status")
+	}
+	return ps, nil
+}
+
+func readSelfRSS() int64 {
+	ps, err := readProcStatus(os.Getpid())
+	if err != nil {
+		return 0
+	}
+	return ps.RSS
+}
+
+// readGoroutines fetches a Prometheus text page and returns go_goroutines.
+func readGoroutines(url string) (int64, error) {
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "go_goroutines ") {
+			return strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(line, "go_goroutines ")), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("bench: no go_goroutines at %s", url)
+}
+
+// Machine describes where a run happened.
+type Machine struct {
+	Cores    int    `json:"cores"`
+	MemGiB   int64  `json:"mem_gib"`
+	Kernel   string `json:"kernel"`
+	GoVer    string `json:"go"`
+	Hostname string `json:"hostname,omitempty"`
+}
+
+func machine() Machine {
+	m := Machine{Cores: runtime.NumCPU(), GoVer: runtime.Version()}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.Kernel = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "MemTotal:" {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				m.MemGiB = (kb + 512<<10) >> 20
+			}
+		}
+	}
+	m.Hostname, _ = os.Hostname()
+	return m
+}
+
+func (m Machine) String() string {
+	return fmt.Sprintf("%d cores, %d GiB RAM, Linux %s, %s", m.Cores, m.MemGiB, m.Kernel, m.GoVer)
+}

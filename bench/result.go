@@ -1,0 +1,211 @@
+package bench
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Result is one run's figures, printed as a summary or as JSON (--json). It
+// carries the encoded latency histogram so runs saved as JSON can be merged
+// or plotted later.
+type Result struct {
+	Label   string    `json:"label,omitempty"`
+	Mode    Mode      `json:"mode"`
+	URL     string    `json:"url"`
+	Command string    `json:"command,omitempty"`
+	Date    time.Time `json:"date"`
+	Machine Machine   `json:"machine"`
+
+	Conns    int     `json:"conns"`
+	Procs    int     `json:"procs"`
+	Loops    int     `json:"loops_per_proc"`
+	Rate     float64 `json:"rate"`
+	Size     int     `json:"size"`
+	Duration float64 `json:"duration_s"` // the measured phase
+
+	Stats Stats `json:"stats"`
+	// Broadcast: publishes the server acknowledged, and deliveries owed
+	// (acknowledged publishes × subscribers).
+	Published int64 `json:"published,omitempty"`
+	Expected  int64 `json:"expected_deliveries,omitempty"`
+	// Missing: echo replies never received, or deliveries owed but not
+	// received (duplicates do not count).
+	Missing int64 `json:"missing"`
+
+	MsgPerSec        float64 `json:"msg_per_sec"`
+	HandshakesPerSec float64 `json:"handshakes_per_sec,omitempty"`
+
+	// Latency: echo round trip, publish → delivery, or connect → 101.
+	Latency     Summary `json:"latency"`
+	ConnectTime Summary `json:"connect_time"`
+	// ClientLag: how late the client's paced sends left (its own health).
+	ClientLag Summary `json:"client_lag"`
+
+	Server *ServerStats `json:"server,omitempty"`
+	// Client memory: resident set of all bench processes at the end, and
+	// that divided by the connections open.
+	ClientRSS        int64   `json:"client_rss_bytes"`
+	ClientRSSPerConn float64 `json:"client_rss_per_conn_bytes"`
+
+	LatencyHist string `json:"latency_hist"`
+}
+
+// ServerStats are read from /proc/<pid>/status of the server under test.
+type ServerStats struct {
+	PID int `json:"pid"`
+	// RSS before any connection and at the end of the measured phase.
+	RSSBefore  int64   `json:"rss_before_bytes"`
+	RSSAfter   int64   `json:"rss_after_bytes"`
+	RSSPerConn float64 `json:"rss_per_conn_bytes"`
+	Threads    int64   `json:"threads"`
+	// Goroutines from the server's /metrics (go_goroutines); -1 if unknown.
+	Goroutines int64 `json:"goroutines"`
+}
+
+// WriteJSON writes r as indented JSON.
+func (r *Result) WriteJSON(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(r)
+}
+
+// ReadResults reads results written by WriteJSON: one or several JSON
+// objects, or a JSON array of them.
+func ReadResults(rd io.Reader) ([]*Result, error) {
+	dec := json.NewDecoder(rd)
+	var out []*Result
+	for {
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err == io.EOF {
+			return out, nil
+		} else if err != nil {
+			return nil, fmt.Errorf("bench: reading results: %w", err)
+		}
+		if len(raw) > 0 && raw[0] == '[' {
+			var rs []*Result
+			if err := json.Unmarshal(raw, &rs); err != nil {
+				return nil, fmt.Errorf("bench: reading results: %w", err)
+			}
+			out = append(out, rs...)
+			continue
+		}
+		r := new(Result)
+		if err := json.Unmarshal(raw, r); err != nil {
+			return nil, fmt.Errorf("bench: reading results: %w", err)
+		}
+		out = append(out, r)
+	}
+}
+
+// ReadResultFiles reads every result in the named files.
+func ReadResultFiles(paths ...string) ([]*Result, error) {
+	var out []*Result
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		rs, err := ReadResults(f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", p, err)
+		}
+		out = append(out, rs...)
+	}
+	return out, nil
+}
+
+// fmtUs formats microseconds with a unit that keeps 3 significant digits.
+func fmtUs(us float64) string {
+	switch {
+	case us < 1000:
+		return fmt.Sprintf("%.0fµs", us)
+	case us < 1e6:
+		return fmt.Sprintf("%.3gms", us/1e3)
+	default:
+		return fmt.Sprintf("%.3gs", us/1e6)
+	}
+}
+
+// fmtBytes formats a byte count in binary units.
+func fmtBytes(b float64) string {
+	switch {
+	case b < 1024:
+		return fmt.Sprintf("%.0f B", b)
+	case b < 1<<20:
+		return fmt.Sprintf("%.1f KiB", b/1024)
+	case b < 1<<30:
+		return fmt.Sprintf("%.1f MiB", b/(1<<20))
+	default:
+		return fmt.Sprintf("%.2f GiB", b/(1<<30))
+	}
+}
+
+func (s Summary) String() string {
+	if s.Count == 0 {
+		return "no samples"
+	}
+	return fmt.Sprintf("p50 %s  p90 %s  p99 %s  p99.9 %s  max %s  (n=%d)",
+		fmtUs(s.P50), fmtUs(s.P90), fmtUs(s.P99), fmtUs(s.P999), fmtUs(s.Max), s.Count)
+}
+
+// WriteSummary writes the human summary.
+func (r *Result) WriteSummary(w io.Writer) {
+	var b strings.Builder
+	title := "wsedge bench " + string(r.Mode) + "  " + r.URL
+	if r.Label != "" {
+		title += "  [" + r.Label + "]"
+	}
+	fmt.Fprintln(&b, title)
+	s := r.Stats
+	fmt.Fprintf(&b, "  conns       %d asked, %d connected, %d failed, %d dropped; %d procs × %d loops\n",
+		r.Conns, s.Connected, s.ConnectFailed, s.Dropped, r.Procs, r.Loops)
+	switch r.Mode {
+	case ModeEcho:
+		load := fmt.Sprintf("%g msg/s per conn", r.Rate)
+		if r.Rate == 0 {
+			load = "closed loop"
+		}
+		fmt.Fprintf(&b, "  load        %s × %d B for %.1fs\n", load, r.Size, r.Duration)
+		fmt.Fprintf(&b, "  messages    sent %d  received %d  missing %d  errors %d\n", s.Sent, s.Received, r.Missing, s.Errors)
+		fmt.Fprintf(&b, "  throughput  %.0f msg/s\n", r.MsgPerSec)
+		fmt.Fprintf(&b, "  round trip  %s\n", r.Latency)
+	case ModeBroadcast:
+		fmt.Fprintf(&b, "  load        1 publisher × %g msg/s × %d B to %d subscribers for %.1fs\n", r.Rate, r.Size, s.Subscribed, r.Duration)
+		fmt.Fprintf(&b, "  publishes   sent %d  acknowledged %d\n", s.Sent, r.Published)
+		fmt.Fprintf(&b, "  deliveries  expected %d  received %d  unique %d  missing %d  duplicated %d  out of order %d  errors %d\n",
+			r.Expected, s.Received, s.Unique, r.Missing, s.Duplicates, s.OutOfOrder, s.Errors)
+		fmt.Fprintf(&b, "  throughput  %.0f deliveries/s\n", r.MsgPerSec)
+		fmt.Fprintf(&b, "  delivery    %s\n", r.Latency)
+	case ModeConnect:
+		fmt.Fprintf(&b, "  load        %d handshakes in flight for %.1fs\n", r.Conns, r.Duration)
+		fmt.Fprintf(&b, "  handshakes  %d  (%.0f/s)  errors %d\n", s.Handshakes, r.HandshakesPerSec, s.Errors)
+		fmt.Fprintf(&b, "  upgrade     %s\n", r.Latency)
+	case ModeIdle:
+		fmt.Fprintf(&b, "  held        %d open for %.1fs\n", s.Open, r.Duration)
+	}
+	if r.Mode != ModeConnect {
+		fmt.Fprintf(&b, "  connect     %s\n", r.ConnectTime)
+	}
+	if r.ClientLag.Count > 0 {
+		fmt.Fprintf(&b, "  client lag  p99 %s  max %s (paced sends leaving late)\n", fmtUs(r.ClientLag.P99), fmtUs(r.ClientLag.Max))
+	}
+	if sv := r.Server; sv != nil {
+		g := "?"
+		if sv.Goroutines >= 0 {
+			g = fmt.Sprint(sv.Goroutines)
+		}
+		fmt.Fprintf(&b, "  server      pid %d  RSS %s → %s  (%s per conn)  threads %d  goroutines %s\n",
+			sv.PID, fmtBytes(float64(sv.RSSBefore)), fmtBytes(float64(sv.RSSAfter)), fmtBytes(sv.RSSPerConn), sv.Threads, g)
+	}
+	fmt.Fprintf(&b, "  client      RSS %s  (%s per conn)\n", fmtBytes(float64(r.ClientRSS)), fmtBytes(r.ClientRSSPerConn))
+	if s.LastError != "" {
+		fmt.Fprintf(&b, "  last error  %s\n", s.LastError)
+	}
+	fmt.Fprintf(&b, "  machine     %s; %s\n", r.Machine, r.Date.UTC().Format(time.RFC3339))
+	io.WriteString(w, b.String())
+}

@@ -1,0 +1,268 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Run executes one bounded run described by cfg and returns its figures.
+// With cfg.Procs > 1 the connections are spread over child processes (see
+// Config.Exe); with 1 the worker runs in this process. If progress is not
+// nil a status line is rewritten on it every second (meant for a terminal).
+func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	raiseFileLimit()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	res := &Result{
+		Label: cfg.Label, Mode: cfg.Mode, URL: cfg.URL, Date: time.Now().UTC(), Machine: machine(),
+		Conns: cfg.Conns, Procs: cfg.Procs, Loops: cfg.loops(), Rate: cfg.Rate, Size: cfg.Size,
+	}
+	if cfg.ServerPID > 0 {
+		ps, err := readProcStatus(cfg.ServerPID)
+		if err != nil {
+			return nil, fmt.Errorf("bench: server pid %d: %w", cfg.ServerPID, err)
+		}
+		res.Server = &ServerStats{PID: cfg.ServerPID, RSSBefore: ps.RSS, Goroutines: -1}
+	}
+
+	events := make(chan message, 16*cfg.Procs)
+	handles := make([]*workerHandle, cfg.Procs)
+	for i := range handles {
+		if cfg.Procs == 1 {
+			handles[i] = startInProcess(ctx, cfg, i, cfg.Procs, events)
+			continue
+		}
+		h, err := startChild(ctx, cfg, i, cfg.Procs, events)
+		if err != nil {
+			cancel()
+			for _, h := range handles[:i] {
+				close(h.in)
+				_ = h.wait()
+			}
+			return nil, err
+		}
+		handles[i] = h
+	}
+	sendAll := func(m message) {
+		for _, h := range handles {
+			select {
+			case h.in <- m:
+			default: // a worker that stopped reading has failed; its exit reports it
+			}
+		}
+	}
+
+	r := runState{cfg: &cfg, res: res, progress: progress, stats: make([]Stats, cfg.Procs),
+		ilat: make([]string, cfg.Procs), done: make([]*message, cfg.Procs), began: time.Now()}
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	var (
+		ready    int
+		exited   int
+		started  time.Time
+		deadline <-chan time.Time
+		runErr   error
+	)
+	for exited < cfg.Procs {
+		select {
+		case <-ctx.Done():
+			if runErr == nil {
+				runErr = ctx.Err()
+			}
+			sendAll(message{Type: msgStop})
+			ctx = context.Background() // keep collecting until the workers exit
+		case <-ticker.C:
+			r.printProgress()
+		case <-deadline:
+			deadline = nil
+			r.sampleServer()
+			res.Duration = time.Since(started).Seconds()
+			sendAll(message{Type: msgStop})
+		case m := <-events:
+			switch m.Type {
+			case msgProgress:
+				r.stats[m.Worker] = m.Stats
+				r.ilat[m.Worker] = m.Lat
+			case msgReady:
+				r.stats[m.Worker] = m.Stats
+				ready++
+				if ready == cfg.Procs {
+					started = time.Now()
+					r.phase = "run"
+					r.mark(started)
+					sendAll(message{Type: msgStart})
+					deadline = time.After(cfg.Duration)
+				}
+			case msgPublished:
+				res.Published = m.N
+				sendAll(message{Type: msgExpect, N: m.N})
+			case msgDone:
+				mm := m
+				r.done[m.Worker] = &mm
+			case msgError:
+				if runErr == nil {
+					runErr = fmt.Errorf("bench: worker %d: %s", m.Worker, m.Err)
+				}
+				cancel()
+			case msgExit:
+				exited++
+				if r.done[m.Worker] == nil && runErr == nil {
+					err := handles[m.Worker].wait()
+					if err == nil {
+						err = errors.New("exited without a result")
+					}
+					runErr = fmt.Errorf("bench: worker %d: %w", m.Worker, err)
+					cancel()
+				}
+			}
+		}
+	}
+	for _, h := range handles {
+		close(h.in)
+		_ = h.wait()
+	}
+	if progress != nil {
+		fmt.Fprint(progress, "\r\033[K")
+	}
+	if runErr != nil {
+		return nil, runErr
+	}
+	return res, r.finish()
+}
+
+// runState is the parent's view while a run is under way.
+type runState struct {
+	cfg      *Config
+	res      *Result
+	progress io.Writer
+	phase    string
+	began    time.Time
+	stats    []Stats
+	ilat     []string
+	done     []*message
+	last     Stats
+	lastAt   time.Time
+}
+
+func (r *runState) mark(t time.Time) {
+	r.lastAt = t
+	r.last = r.total()
+}
+
+func (r *runState) total() Stats {
+	var s Stats
+	for _, ws := range r.stats {
+		s.add(ws)
+	}
+	return s
+}
+
+func (r *runState) printProgress() {
+	if r.progress == nil {
+		return
+	}
+	s := r.total()
+	now := time.Now()
+	phase := r.phase
+	if phase == "" {
+		phase = "open"
+	}
+	var rate float64
+	if !r.lastAt.IsZero() {
+		count := s.Received - r.last.Received
+		if r.cfg.Mode == ModeConnect {
+			count = s.Handshakes - r.last.Handshakes
+		}
+		rate = float64(count) / now.Sub(r.lastAt).Seconds()
+		r.mark(now)
+	}
+	p99 := "-"
+	if h, err := mergeEncoded(r.ilat...); err == nil && h.TotalCount() > 0 {
+		p99 = fmtUs(float64(h.ValueAtQuantile(99)) / 1e3)
+	}
+	fmt.Fprintf(r.progress, "\r\033[K%5.0fs %-4s conns %d/%d  %.0f msg/s  p99 %s  errors %d  failed %d  dropped %d",
+		now.Sub(r.began).Seconds(), phase, s.Open, r.cfg.Conns, rate, p99, s.Errors, s.ConnectFailed, s.Dropped)
+}
+
+// sampleServer reads the server's memory and threads at the end of the
+// measured phase, while every connection is still open.
+func (r *runState) sampleServer() {
+	sv := r.res.Server
+	if sv == nil {
+		return
+	}
+	if ps, err := readProcStatus(sv.PID); err == nil {
+		sv.RSSAfter = ps.RSS
+		sv.Threads = ps.Threads
+	}
+	if r.cfg.ServerMetrics != "" {
+		if g, err := readGoroutines(r.cfg.ServerMetrics); err == nil {
+			sv.Goroutines = g
+		}
+	}
+	open := r.total().Open
+	if open > 0 {
+		sv.RSSPerConn = float64(sv.RSSAfter-sv.RSSBefore) / float64(open)
+	}
+}
+
+// finish merges the workers' final messages into the result.
+func (r *runState) finish() error {
+	res := r.res
+	lat, conn, lag := newHist(), newHist(), newHist()
+	var grown int64
+	for i, m := range r.done {
+		if m == nil {
+			return fmt.Errorf("bench: worker %d sent no result", i)
+		}
+		res.Stats.add(m.Stats)
+		res.ClientRSS += m.RSS
+		grown += m.RSS - m.RSSBase
+		for _, p := range []struct {
+			dst *hdr.Histogram
+			enc string
+		}{{lat, m.Lat}, {conn, m.Conn}, {lag, m.Lag}} {
+			h, err := decodeHist(p.enc)
+			if err != nil {
+				return err
+			}
+			if dropped := p.dst.Merge(h); dropped != 0 {
+				return fmt.Errorf("bench: merging worker %d dropped %d samples", i, dropped)
+			}
+		}
+	}
+	res.Latency = summarize(lat)
+	res.ConnectTime = summarize(conn)
+	res.ClientLag = summarize(lag)
+	res.LatencyHist = encodeHist(lat)
+	if res.Duration == 0 {
+		res.Duration = r.cfg.Duration.Seconds()
+	}
+	s := res.Stats
+	switch r.cfg.Mode {
+	case ModeEcho:
+		res.Missing = s.Sent - s.Received
+		res.MsgPerSec = float64(s.Received) / res.Duration
+	case ModeBroadcast:
+		res.Expected = res.Published * s.Subscribed
+		res.Missing = max(0, res.Expected-s.Unique)
+		res.MsgPerSec = float64(s.Received) / res.Duration
+	case ModeConnect:
+		res.HandshakesPerSec = float64(s.Handshakes) / res.Duration
+	}
+	// Workers take their RSS before dialing and again with every connection
+	// still open, so the difference is what the connections cost the client.
+	if s.Open > 0 && r.cfg.Mode != ModeConnect {
+		res.ClientRSSPerConn = float64(grown) / float64(s.Open)
+	}
+	return nil
+}

@@ -1,0 +1,54 @@
+package bench
+
+// Stats are the counters of a loop, a worker process or a whole run. A loop
+// owns its Stats; workers and the parent only ever see copies.
+type Stats struct {
+	Dialed        int64 `json:"dialed"`
+	Connected     int64 `json:"connected"`
+	Open          int64 `json:"open"`
+	ConnectFailed int64 `json:"connect_failed"`
+	// Dropped counts open connections the server closed, or that failed,
+	// while the run still needed them.
+	Dropped int64 `json:"dropped"`
+	// Sent: echo messages or publishes. Received: echo replies or deliveries.
+	Sent     int64 `json:"sent"`
+	Received int64 `json:"received"`
+	// Errors: error replies, protocol violations, unexpected messages.
+	Errors     int64 `json:"errors"`
+	Subscribed int64 `json:"subscribed"`
+	PublishOK  int64 `json:"publish_ok"`
+	// Unique deliveries (distinct sequence numbers per subscriber).
+	Unique     int64 `json:"unique"`
+	Duplicates int64 `json:"duplicates"`
+	OutOfOrder int64 `json:"out_of_order"`
+	// Handshakes completed (connect mode: full connect/upgrade/close cycles).
+	Handshakes int64 `json:"handshakes"`
+	BytesIn    int64 `json:"bytes_in"`
+	BytesOut   int64 `json:"bytes_out"`
+	// Pending: dials, handshakes and subscribes not yet answered.
+	Pending   int64  `json:"pending"`
+	LastError string `json:"last_error,omitempty"`
+}
+
+func (s *Stats) add(o Stats) {
+	s.Dialed += o.Dialed
+	s.Connected += o.Connected
+	s.Open += o.Open
+	s.ConnectFailed += o.ConnectFailed
+	s.Dropped += o.Dropped
+	s.Sent += o.Sent
+	s.Received += o.Received
+	s.Errors += o.Errors
+	s.Subscribed += o.Subscribed
+	s.PublishOK += o.PublishOK
+	s.Unique += o.Unique
+	s.Duplicates += o.Duplicates
+	s.OutOfOrder += o.OutOfOrder
+	s.Handshakes += o.Handshakes
+	s.BytesIn += o.BytesIn
+	s.BytesOut += o.BytesOut
+	s.Pending += o.Pending
+	if o.LastError != "" {
+		s.LastError = o.LastError
+	}
+}

@@ -1,0 +1,75 @@
+package bench
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestAcceptRFCExample(t *testing.T) {
+	// RFC 6455 section 1.3.
+	got := acceptFor([]byte("dGhlIHNhbXBsZSBub25jZQ=="))
+	if string(got) != "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" {
+		t.Fatalf("accept = %s", got)
+	}
+}
+
+func TestParseUpgradeResponse(t *testing.T) {
+	key := []byte("dGhlIHNhbXBsZSBub25jZQ==")
+	good := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n"
+	refused := "HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\n"
+	wrong := "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Accept: nope\r\n\r\n"
+	for _, tc := range []struct {
+		name   string
+		in     string
+		n      int
+		status int
+		ok     bool
+	}{
+		{"complete", good + "\x82\x00", len(good), 101, true},
+		{"incomplete", good[:len(good)-2], 0, 0, false},
+		{"refused", refused + "body", len(refused), 401, false},
+		{"wrong accept", wrong, len(wrong), 101, false},
+		{"no accept", "HTTP/1.1 101 Switching Protocols\r\n\r\n", 36, 101, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			n, status, ok := parseUpgradeResponse([]byte(tc.in), key)
+			if n != tc.n || status != tc.status || ok != tc.ok {
+				t.Fatalf("got (%d, %d, %v), want (%d, %d, %v)", n, status, ok, tc.n, tc.status, tc.ok)
+			}
+		})
+	}
+}
+
+func TestFrameRoundTrip(t *testing.T) {
+	rng := uint64(42)
+	for _, size := range []int{0, 1, 125, 126, 65535, 65536, 70000} {
+		payload := bytes.Repeat([]byte{0xab}, size)
+		f := appendFrame(nil, opBinary, payload, &rng)
+		h, ok := parseFrameHeader(f)
+		if !ok || !h.fin || h.op != opBinary || !h.masked || h.length != size || len(f) != h.hdrSize+size {
+			t.Fatalf("size %d: header %+v ok=%v len=%d", size, h, ok, len(f))
+		}
+		got := f[h.hdrSize:]
+		maskBytes(got, h.key)
+		if !bytes.Equal(got, payload) {
+			t.Fatalf("size %d: payload differs after unmasking", size)
+		}
+		if _, ok := parseFrameHeader(f[:h.hdrSize-1]); ok {
+			t.Fatalf("size %d: short header parsed", size)
+		}
+	}
+}
+
+func TestJSONInt(t *testing.T) {
+	msg := []byte(`{"channel":"bench:b1","offset":21,"data":{"t":1700000000123,"s":-7,"p":"xx"}}`)
+	for _, tc := range []struct {
+		key  []byte
+		want int64
+		ok   bool
+	}{{keyOffset, 21, true}, {keyT, 1700000000123, true}, {keyS, -7, true}, {keyID, 0, false}} {
+		got, ok := jsonInt(msg, tc.key)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: got %d %v, want %d %v", tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}

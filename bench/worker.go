@@ -1,0 +1,381 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	hdr "github.com/HdrHistogram/hdrhistogram-go"
+)
+
+// Messages between the parent and a worker (in-process over channels, or a
+// child process as JSON lines on stdin/stdout).
+const (
+	msgProgress  = "progress"  // worker → parent, every second
+	msgReady     = "ready"     // worker → parent: connections open
+	msgPublished = "published" // worker 0 → parent: publishes acknowledged (N)
+	msgDone      = "done"      // worker → parent: final stats and histograms
+	msgError     = "error"     // worker → parent: the worker failed
+	msgExit      = "exit"      // the worker's goroutine or process ended (synthesised)
+	msgStart     = "start"     // parent → worker: begin measuring
+	msgStop      = "stop"      // parent → worker: duration over, drain
+	msgExpect    = "expect"    // parent → worker: deliveries to expect per subscriber (N)
+)
+
+// message is the one type both directions use.
+type message struct {
+	Type   string `json:"type"`
+	Worker int    `json:"worker"`
+	Stats  Stats  `json:"stats"`
+	N      int64  `json:"n,omitempty"`
+	Err    string `json:"err,omitempty"`
+	// Encoded histograms: Lat is the interval histogram in progress
+	// messages and the whole run in done; Conn is connect+upgrade times, Lag
+	// the lateness of paced sends.
+	Lat  string `json:"lat,omitempty"`
+	Conn string `json:"conn,omitempty"`
+	Lag  string `json:"lag,omitempty"`
+	// RSS is the worker process's own resident memory in bytes with its
+	// connections open, RSSBase the same before it dialed (done only).
+	RSS     int64 `json:"rss,omitempty"`
+	RSSBase int64 `json:"rss_base,omitempty"`
+	// Spec is the child's assignment, in the first line the parent sends.
+	Spec *childSpec `json:"spec,omitempty"`
+}
+
+// worker runs one process's share of a run on its loops.
+type worker struct {
+	cfg   Config
+	t     target
+	index int
+	count int
+	conns int // this worker's connections (subscribers in broadcast)
+	loops []*loop
+}
+
+// share returns worker i's part of n spread over k workers.
+func share(n, i, k int) int {
+	s := n / k
+	if i < n%k {
+		s++
+	}
+	return s
+}
+
+// runWorker runs worker index of count. It reads commands from in, writes
+// events to out, and returns when the run is over (done sent) or ctx ends.
+func runWorker(ctx context.Context, cfg Config, index, count int, in <-chan message, out chan<- message) error {
+	t, err := resolveTarget(cfg.URL)
+	if err != nil {
+		return err
+	}
+	w := &worker{cfg: cfg, t: t, index: index, count: count, conns: share(cfg.Conns, index, count)}
+	for i := 0; i < cfg.loops(); i++ {
+		l, err := newLoop(w, i)
+		if err != nil {
+			w.quit()
+			return err
+		}
+		w.loops = append(w.loops, l)
+	}
+	for _, l := range w.loops {
+		go l.run()
+	}
+	defer w.quit()
+	return w.drive(ctx, in, out)
+}
+
+func (w *worker) quit() {
+	for _, l := range w.loops {
+		if l.done == nil {
+			continue
+		}
+		l.post(func() { l.quit = true })
+	}
+	for _, l := range w.loops {
+		<-l.done
+	}
+}
+
+// each runs fn on every loop and waits.
+func (w *worker) each(fn func(l *loop)) {
+	for _, l := range w.loops {
+		l.call(func() { fn(l) })
+	}
+}
+
+// snapshot sums the loops' stats; with interval it also takes and resets
+// their interval histograms.
+func (w *worker) snapshot(interval bool) (Stats, *hdr.Histogram) {
+	var s Stats
+	var h *hdr.Histogram
+	if interval {
+		h = newHist()
+	}
+	w.each(func(l *loop) {
+		ls := l.stats
+		ls.Pending = int64(l.pendingDials + l.inflight + l.pendingSubs)
+		if l.pendingPub {
+			ls.Pending++
+		}
+		s.add(ls)
+		if interval {
+			h.Merge(l.ilat)
+			l.ilat.Reset()
+		}
+	})
+	return s, h
+}
+
+func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- message) error {
+	cfg := &w.cfg
+	send := func(m message) bool {
+		m.Worker = w.index
+		select {
+		case out <- m:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	lastProgress := time.Now()
+	progress := func(force bool) bool {
+		if !force && time.Since(lastProgress) < time.Second {
+			return true
+		}
+		lastProgress = time.Now()
+		s, h := w.snapshot(true)
+		return send(message{Type: msgProgress, Stats: s, Lat: encodeHist(h)})
+	}
+
+	// Open connections.
+	rssBase := readSelfRSS()
+	n := len(w.loops)
+	for i, l := range w.loops {
+		k := share(w.conns, i, n)
+		pub := cfg.Mode == ModeBroadcast && w.index == 0 && i == 0
+		var interval int64
+		if cfg.ConnectRate > 0 {
+			interval = int64(float64(time.Second) * float64(w.count*n) / cfg.ConnectRate)
+		}
+		l.post(func() {
+			switch cfg.Mode {
+			case ModeIdle:
+				l.dialRole = roleIdle
+			case ModeEcho:
+				l.dialRole = roleEcho
+			case ModeBroadcast:
+				l.dialRole = roleSub
+			case ModeConnect:
+				return // connect mode dials when started
+			}
+			l.pendingDials = k
+			if pub {
+				l.pendingDials++
+				l.pendingPub = true
+			}
+			l.dialInterval = interval
+			l.nextDial = nowNanos()
+		})
+	}
+	setupDeadline := time.Now().Add(cfg.SetupTimeout)
+	for {
+		s, _ := w.snapshot(false)
+		if s.Pending == 0 || time.Now().After(setupDeadline) {
+			break
+		}
+		if !progress(false) {
+			return ctx.Err()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok := <-in:
+			if !ok || m.Type == msgStop {
+				return nil
+			}
+		case <-tick.C:
+		}
+	}
+	s, _ := w.snapshot(false)
+	if !send(message{Type: msgReady, Stats: s}) {
+		return ctx.Err()
+	}
+
+	// Wait for the start, then measure until stopped. The worker's own
+	// deadline only guards against a parent that went away.
+	for started := false; !started; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok := <-in:
+			if !ok || m.Type == msgStop {
+				return nil
+			}
+			started = m.Type == msgStart
+		}
+	}
+	w.each(func(l *loop) { l.start() })
+	progress(true)
+	guard := time.NewTimer(cfg.Duration + 30*time.Second)
+	defer guard.Stop()
+	var expect int64 = -1
+	for stopped := false; !stopped; {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok := <-in:
+			if !ok {
+				return nil
+			}
+			switch m.Type {
+			case msgStop:
+				stopped = true
+			case msgExpect:
+				expect = m.N
+			}
+		case <-guard.C:
+			stopped = true
+		case <-tick.C:
+			if !progress(false) {
+				return ctx.Err()
+			}
+		}
+	}
+	w.each(func(l *loop) { l.stop() })
+
+	// Drain: wait for what is still in flight, bounded by cfg.Drain.
+	drainEnd := time.Now().Add(cfg.Drain)
+	published := false
+	for time.Now().Before(drainEnd) {
+		s, _ := w.snapshot(false)
+		if cfg.Mode == ModeBroadcast && w.index == 0 && !published && s.PublishOK+s.Errors >= s.Sent {
+			published = true
+			if !send(message{Type: msgPublished, N: s.PublishOK}) {
+				return ctx.Err()
+			}
+		}
+		if w.drained(s, expect) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case m, ok := <-in:
+			if !ok {
+				return nil
+			}
+			if m.Type == msgExpect {
+				expect = m.N
+			}
+		case <-tick.C:
+			if !progress(false) {
+				return ctx.Err()
+			}
+		}
+	}
+	if cfg.Mode == ModeBroadcast && w.index == 0 && !published {
+		s, _ := w.snapshot(false)
+		if !send(message{Type: msgPublished, N: s.PublishOK}) {
+			return ctx.Err()
+		}
+	}
+	if cfg.Mode == ModeBroadcast && expect < 0 {
+		// The parent relays worker 0's count; wait for it a little longer
+		// than worker 0 may take to send it.
+		select {
+		case m := <-in:
+			if m.Type == msgExpect {
+				expect = m.N
+			}
+		case <-time.After(cfg.Drain + 5*time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+
+	final := message{Type: msgDone}
+	lat, conn, lag := newHist(), newHist(), newHist()
+	w.each(func(l *loop) {
+		ls := l.stats
+		ls.Pending = int64(l.pendingDials + l.inflight + l.pendingSubs)
+		final.Stats.add(ls)
+		lat.Merge(l.lat)
+		conn.Merge(l.ctime)
+		lag.Merge(l.lag)
+	})
+	final.Lat, final.Conn, final.Lag = encodeHist(lat), encodeHist(conn), encodeHist(lag)
+	final.RSS, final.RSSBase = readSelfRSS(), rssBase
+	final.N = expect
+	if !send(final) {
+		return ctx.Err()
+	}
+	return nil
+}
+
+// drained reports whether nothing the run waits for is still in flight.
+func (w *worker) drained(s Stats, expect int64) bool {
+	switch w.cfg.Mode {
+	case ModeEcho:
+		return s.Received >= s.Sent
+	case ModeBroadcast:
+		return expect >= 0 && s.Unique >= expect*s.Subscribed
+	case ModeConnect:
+		return s.Pending == 0
+	}
+	return true
+}
+
+// start begins the measured phase on the loop.
+func (l *loop) start() {
+	l.running = true
+	now := nowNanos()
+	cfg := &l.w.cfg
+	switch cfg.Mode {
+	case ModeEcho:
+		for _, c := range l.conns {
+			if c.state == stOpen {
+				l.startEcho(c, now)
+			}
+		}
+	case ModeBroadcast:
+		for _, c := range l.conns {
+			if c.role == rolePub && c.state == stOpen {
+				l.startPaced(c, now, 0)
+			}
+		}
+	case ModeConnect:
+		k := share(cfg.Conns, l.w.index*len(l.w.loops)+l.id, l.w.count*len(l.w.loops))
+		l.dialRole = roleCycle
+		l.pendingDials = k
+		l.maxInflight = k
+		if cfg.Rate > 0 {
+			l.dialInterval = int64(float64(time.Second) * float64(l.w.count*len(l.w.loops)) / cfg.Rate)
+		}
+		l.nextDial = now
+	}
+}
+
+// stop ends the measured phase: no new sends or dials.
+func (l *loop) stop() {
+	l.running = false
+	l.stopping = true
+	l.pace.clear()
+	l.pendingDials = 0
+}
+
+// childSpec is a child process's assignment.
+type childSpec struct {
+	Config Config `json:"config"`
+	Index  int    `json:"index"`
+	Count  int    `json:"count"`
+}
+
+func (s *childSpec) validate() error {
+	if s.Count < 1 || s.Index < 0 || s.Index >= s.Count {
+		return fmt.Errorf("bench: child %d of %d", s.Index, s.Count)
+	}
+	return s.Config.Validate()
+}
