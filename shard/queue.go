@@ -56,29 +56,37 @@ func putRing(r *ring) {
 
 // Queue is a connection's bounded outbound queue of shared frames. The zero
 // value is an empty queue; it holds no storage while empty, so an idle
-// connection pays only unsafe.Sizeof(Queue{}) (one pointer). Storage comes
-// from a pool on the first Push and goes back when the queue drains.
+// connection pays only unsafe.Sizeof(Queue{}) (two pointers). One waiting
+// frame, the usual case at low rates, sits in the Queue itself; storage for
+// more comes from a pool and goes back when the queue drains.
 //
 // Ownership: a Queue belongs to its connection's event loop goroutine; no
 // method may be called from any other goroutine.
 type Queue struct {
-	r *ring
+	one *Frame // the only waiting frame, when r is nil
+	r   *ring  // the waiting frames, when there are two or more
 }
 
 // Len returns the number of frames waiting.
 func (q *Queue) Len() int {
-	if q.r == nil {
-		return 0
+	switch {
+	case q.r != nil:
+		return q.r.n
+	case q.one != nil:
+		return 1
 	}
-	return q.r.n
+	return 0
 }
 
 // Bytes returns the number of bytes waiting.
 func (q *Queue) Bytes() int {
-	if q.r == nil {
-		return 0
+	switch {
+	case q.r != nil:
+		return q.r.bytes
+	case q.one != nil:
+		return q.one.Len()
 	}
-	return q.r.bytes
+	return 0
 }
 
 // Push appends a reference to f (retaining it) unless that would put more
@@ -89,11 +97,20 @@ func (q *Queue) Bytes() int {
 func (q *Queue) Push(f *Frame, maxBytes, maxMsgs int) bool {
 	r := q.r
 	if r == nil {
-		if maxMsgs < 1 || f.Len() > maxBytes {
+		if q.one == nil {
+			if maxMsgs < 1 || f.Len() > maxBytes {
+				return false
+			}
+			f.Retain()
+			q.one = f
+			return true
+		}
+		if maxMsgs < 2 || q.one.Len()+f.Len() > maxBytes {
 			return false
 		}
 		r = getRing(0)
-		q.r = r
+		r.slots[0], r.n, r.bytes = q.one, 1, q.one.Len()
+		q.one, q.r = nil, r
 	} else if r.n >= maxMsgs || r.bytes+f.Len() > maxBytes {
 		return false
 	}
@@ -138,8 +155,16 @@ func (q *Queue) grow() *ring {
 // It does not allocate when cap(iov) suffices.
 func (q *Queue) Flush(w Writer, iov [][]byte) (written int, err error) {
 	r := q.r
-	if r == nil || w.OutboundBuffered() > 0 {
+	if (r == nil && q.one == nil) || w.OutboundBuffered() > 0 {
 		return 0, nil
+	}
+	if r == nil {
+		iov = append(iov[:0], q.one.Bytes())
+		written, err = w.Writev(iov)
+		clear(iov)
+		q.one.Release()
+		q.one = nil
+		return written, err
 	}
 	for i := 0; i < r.n && err == nil; {
 		iov = iov[:0]
@@ -158,6 +183,10 @@ func (q *Queue) Flush(w Writer, iov [][]byte) (written int, err error) {
 // Reset releases every waiting frame and returns the storage to its pool,
 // e.g. when the connection closes. It does not allocate.
 func (q *Queue) Reset() {
+	if q.one != nil {
+		q.one.Release()
+		q.one = nil
+	}
 	r := q.r
 	if r == nil {
 		return

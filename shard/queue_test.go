@@ -42,8 +42,8 @@ func TestQueueZeroValueIsEmptyAndSmall(t *testing.T) {
 	if q.Len() != 0 || q.Bytes() != 0 {
 		t.Fatalf("zero Queue: Len %d Bytes %d", q.Len(), q.Bytes())
 	}
-	if size := unsafe.Sizeof(Queue{}); size != unsafe.Sizeof(uintptr(0)) {
-		t.Fatalf("Sizeof(Queue{}) = %d, want one pointer", size)
+	if size := unsafe.Sizeof(Queue{}); size != 2*unsafe.Sizeof(uintptr(0)) {
+		t.Fatalf("Sizeof(Queue{}) = %d, want two pointers", size)
 	}
 	c := &fakeConn{}
 	if n, err := q.Flush(c, nil); n != 0 || err != nil || c.calls != 0 {
@@ -73,6 +73,13 @@ func TestQueuePushBounds(t *testing.T) {
 			maxBytes: 100,
 			maxMsgs:  2,
 			want:     []bool{true, true, false},
+		},
+		{
+			name:     "one message allowed",
+			frames:   []string{"a", "b"},
+			maxBytes: 100,
+			maxMsgs:  1,
+			want:     []bool{true, false},
 		},
 		{
 			name:     "byte bound",
@@ -136,7 +143,7 @@ func TestQueuePushBounds(t *testing.T) {
 			if len(wantOut) > 0 && c.calls != 1 {
 				t.Fatalf("Flush made %d Writev calls, want 1", c.calls)
 			}
-			if q.Len() != 0 || q.r != nil {
+			if q.Len() != 0 || q.r != nil || q.one != nil {
 				t.Fatalf("queue not reset after Flush: Len %d", q.Len())
 			}
 		})
@@ -209,6 +216,11 @@ func TestQueueResetReleases(t *testing.T) {
 	q.Reset()
 	if q.Len() != 0 || q.r != nil || f.refs.Load() != 1 {
 		t.Fatalf("after Reset: Len %d refs %d", q.Len(), f.refs.Load())
+	}
+	q.Push(f, 100, 100)
+	q.Reset()
+	if q.Len() != 0 || q.one != nil || f.refs.Load() != 1 {
+		t.Fatalf("after Reset of one frame: Len %d refs %d", q.Len(), f.refs.Load())
 	}
 	f.Release()
 }

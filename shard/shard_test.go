@@ -218,9 +218,10 @@ func newDeliveryLoop(subscribers int) (*simLoop, *string) {
 	channel := new(string)
 	*channel = "chat:room42"
 	l := &simLoop{
-		inbox: NewInbox[Msg](1024),
-		index: NewIndex[*simConn](),
-		iov:   make([][]byte, 0, 64),
+		inbox:   NewInbox[Msg](1024),
+		index:   NewIndex[*simConn](),
+		iov:     make([][]byte, 0, 64),
+		touched: make([]*simConn, 0, subscribers),
 	}
 	for range subscribers {
 		c := &simConn{}
