@@ -3,6 +3,7 @@ package shard
 import (
 	"bytes"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -152,4 +153,30 @@ func TestFrameNoAllocs(t *testing.T) {
 	if allocs != 0 {
 		t.Fatalf("NewFrame/Retain/Release: %v allocs, want 0", allocs)
 	}
+}
+
+// TestFrameSharedAcrossGoroutines is a frame held by the publisher while
+// several loops retain and release it concurrently.
+func TestFrameSharedAcrossGoroutines(t *testing.T) {
+	f := NewFrame(16)
+	f.Buf = append(f.Buf[:0], "shared"...)
+	var wg sync.WaitGroup
+	for range 8 {
+		f.Retain() // the reference handed to the loop
+		wg.Go(func() {
+			for range 10_000 {
+				f.Retain()
+				if string(f.Bytes()) != "shared" {
+					t.Error("frame content changed while referenced")
+				}
+				f.Release()
+			}
+			f.Release()
+		})
+	}
+	wg.Wait()
+	if got := f.refs.Load(); got != 1 {
+		t.Fatalf("refs = %d, want the publisher's 1", got)
+	}
+	f.Release()
 }

@@ -11,7 +11,10 @@ import (
 const MaxShards = 256
 
 // ShardSet is a set of shard indices in [0, MaxShards). The zero value is
-// empty. It is a value: a Hub hands out copies.
+// empty.
+//
+// Ownership: a ShardSet is a value; a Hub hands out copies, which belong to
+// the goroutine that holds them.
 type ShardSet [MaxShards / 64]uint64
 
 // Has reports whether shard i is in the set.

@@ -137,8 +137,10 @@ func (q *Inbox[T]) pop() (v T, ok bool) {
 	return v, true
 }
 
-// Drain calls fn for up to max messages, in order, on the consumer
-// goroutine, and returns how many it handled. fn may Push to this inbox.
+// Drain calls fn for up to max (> 0) messages, in order, on the consumer
+// goroutine, and returns how many it handled. fn may Push to this inbox but
+// must not call Drain. The engine may also call Drain when it was not woken
+// (e.g. on each loop turn); that is harmless.
 //
 // If more is false, Drain found the inbox empty and re-armed the wake-up:
 // the next Push returns wake=true (or already has, racing with the end of

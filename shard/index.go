@@ -17,7 +17,8 @@ type Sub[C any] struct {
 	pos  int // index in list.subs
 }
 
-// Channel returns the channel of the subscription.
+// Channel returns the channel of the subscription. It must not be called
+// after Remove(s).
 func (s *Sub[C]) Channel() string { return s.list.channel }
 
 type subList[C any] struct {

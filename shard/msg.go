@@ -5,9 +5,9 @@ package shard
 // else (a subscribe request, a tick); storing a pointer in it does not
 // allocate.
 //
-// A Msg is a value: it is copied into the inbox and out to the consumer.
-// Whoever pushes a Frame passes one reference with it, which the consumer
-// releases.
+// Ownership: a Msg is a value, copied into the inbox and out to the
+// consumer; whoever holds it owns it. Whoever pushes a Msg with a Frame
+// passes one reference with it, which the consumer releases.
 type Msg struct {
 	Kind  uint8
 	Conn  uint64

@@ -9,6 +9,8 @@ import (
 // called on the loop goroutine, writes what the socket takes and copies the
 // rest into gnet's outbound buffer, so the slices passed to it may be reused
 // as soon as it returns. OutboundBuffered reports the bytes gnet still holds.
+// gnet.Conn satisfies Writer; a Queue calls it on the connection's loop
+// goroutine only.
 type Writer interface {
 	Writev(bs [][]byte) (int, error)
 	OutboundBuffered() int
