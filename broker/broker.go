@@ -50,11 +50,16 @@ type HistoryRequest struct {
 	// Since.Epoch (recovery), oldest first. Without it the newest
 	// publications are returned, oldest first.
 	Since *StreamPosition
-	// Limit caps the number of publications: 0 returns all that match,
-	// > 0 at most Limit (with Since: the Limit oldest after Since.Offset;
-	// without: the Limit newest), < 0 none (position and Recovered only).
+	// Limit caps the number of publications: NoLimit (any negative value)
+	// returns all that match, > 0 at most Limit (with Since: the Limit
+	// oldest after Since.Offset; without: the Limit newest), 0 none (the
+	// position and Recovered only). protocol.Command.Limit maps onto it
+	// unchanged.
 	Limit int
 }
+
+// NoLimit is HistoryRequest.Limit asking for every matching publication.
+const NoLimit = -1
 
 // HistoryResult is the answer to History.
 type HistoryResult struct {

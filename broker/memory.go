@@ -246,15 +246,13 @@ func (m *Memory) History(ctx context.Context, channel string, req HistoryRequest
 		want = s.top - since.Offset
 	} else {
 		from = first
-		if req.Limit > 0 && uint64(r.n) > uint64(req.Limit) {
+		if req.Limit >= 0 && uint64(r.n) > uint64(req.Limit) {
 			from = s.top - uint64(req.Limit) + 1
 		}
 	}
 	count := s.top + 1 - from
-	if req.Limit > 0 {
+	if req.Limit >= 0 {
 		count = min(count, uint64(req.Limit))
-	} else if req.Limit < 0 {
-		count = 0
 	}
 	if count > 0 {
 		res.Publications = make([]Publication, count)

@@ -99,7 +99,7 @@ func TestMemoryTTLWithFakeClock(t *testing.T) {
 		t.Fatal(err)
 	}
 	clk.Add(5 * time.Second) // first expired, second not
-	res, err := m.History(ctx, "a:1", HistoryRequest{})
+	res, err := m.History(ctx, "a:1", HistoryRequest{Limit: NoLimit})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestMemoryTTLWithFakeClock(t *testing.T) {
 	if n := m.numStreams(); n != 0 {
 		t.Fatalf("%d streams after the janitor's sweep, want 0", n)
 	}
-	res, err = m.History(ctx, "a:1", HistoryRequest{})
+	res, err = m.History(ctx, "a:1", HistoryRequest{Limit: NoLimit})
 	if err != nil {
 		t.Fatal(err)
 	}

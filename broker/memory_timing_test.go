@@ -70,7 +70,7 @@ func BenchmarkMemoryHistoryRecovery(b *testing.B) {
 	since := StreamPosition{Offset: pos.Offset - 10, Epoch: pos.Epoch}
 	b.ReportAllocs()
 	for b.Loop() {
-		res, err := m.History(ctx, "chat:1", HistoryRequest{Since: &since})
+		res, err := m.History(ctx, "chat:1", HistoryRequest{Since: &since, Limit: NoLimit})
 		if err != nil || !res.Recovered {
 			b.Fatal(res, err)
 		}

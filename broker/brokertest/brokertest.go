@@ -249,7 +249,7 @@ func testOffsets(t *testing.T, b broker.Broker) {
 	if pos := publishN(t, b, channel("other"), 1, keep); pos.Offset != 1 {
 		t.Fatalf("another channel's first offset = %d, want 1", pos.Offset)
 	}
-	res := history(t, b, ch, broker.HistoryRequest{})
+	res := history(t, b, ch, broker.HistoryRequest{Limit: broker.NoLimit})
 	if res.Position != (broker.StreamPosition{Offset: 5, Epoch: epoch}) {
 		t.Fatalf("position %+v, want {5 %s}", res.Position, epoch)
 	}
@@ -302,7 +302,7 @@ func testConcurrentOffsets(t *testing.T, b broker.Broker) {
 func testHistoryTrim(t *testing.T, b broker.Broker) {
 	ch := channel("trim")
 	pos := publishN(t, b, ch, 10, broker.PublishOptions{HistorySize: 3})
-	res := history(t, b, ch, broker.HistoryRequest{})
+	res := history(t, b, ch, broker.HistoryRequest{Limit: broker.NoLimit})
 	if res.Position != pos || pos.Offset != 10 {
 		t.Fatalf("position %+v, last publish %+v, want offset 10", res.Position, pos)
 	}
@@ -320,7 +320,7 @@ func testNoHistory(t *testing.T, b broker.Broker) {
 	if pos != (broker.StreamPosition{}) {
 		t.Fatalf("position without history = %+v, want zero", pos)
 	}
-	res := history(t, b, ch, broker.HistoryRequest{})
+	res := history(t, b, ch, broker.HistoryRequest{Limit: broker.NoLimit})
 	if res.Position.Offset != 0 || len(res.Publications) != 0 {
 		t.Fatalf("history of a channel without history: %+v", res)
 	}
@@ -349,8 +349,20 @@ func testLimit(t *testing.T, b broker.Broker) {
 			to:   10,
 		},
 		{
-			name: "negative limit returns position only",
-			req:  broker.HistoryRequest{Limit: -1},
+			name: "NoLimit returns all",
+			req:  broker.HistoryRequest{Limit: broker.NoLimit},
+			from: 1,
+			to:   10,
+		},
+		{
+			name: "any negative limit returns all",
+			req:  broker.HistoryRequest{Limit: -5},
+			from: 1,
+			to:   10,
+		},
+		{
+			name: "zero limit returns position only",
+			req:  broker.HistoryRequest{Limit: 0},
 			from: 1,
 			to:   0,
 		},
@@ -369,15 +381,15 @@ func testLimit(t *testing.T, b broker.Broker) {
 			wantRecovered: true,
 		},
 		{
-			name:          "negative limit with pending publications",
-			req:           broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 7, Epoch: e}, Limit: -1},
+			name:          "zero limit with pending publications",
+			req:           broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 7, Epoch: e}, Limit: 0},
 			from:          1,
 			to:            0,
 			wantRecovered: false,
 		},
 		{
-			name:          "negative limit when up to date",
-			req:           broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 10, Epoch: e}, Limit: -1},
+			name:          "zero limit when up to date",
+			req:           broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 10, Epoch: e}, Limit: 0},
 			from:          1,
 			to:            0,
 			wantRecovered: true,
@@ -400,7 +412,7 @@ func testRecoveryComplete(t *testing.T, b broker.Broker) {
 	ch := channel("recover")
 	pos := publishN(t, b, ch, 5, keep)
 	for _, since := range []uint64{0, 2, 5} {
-		res := history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: since, Epoch: pos.Epoch}})
+		res := history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: since, Epoch: pos.Epoch}, Limit: broker.NoLimit})
 		if !res.Recovered || res.Position != pos {
 			t.Fatalf("since %d: Recovered %v position %+v, want true %+v", since, res.Recovered, res.Position, pos)
 		}
@@ -413,14 +425,14 @@ func testRecoveryComplete(t *testing.T, b broker.Broker) {
 func testRecoveryIncomplete(t *testing.T, b broker.Broker) {
 	ch := channel("gap")
 	pos := publishN(t, b, ch, 10, broker.PublishOptions{HistorySize: 3})
-	res := history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 2, Epoch: pos.Epoch}})
+	res := history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 2, Epoch: pos.Epoch}, Limit: broker.NoLimit})
 	if res.Recovered {
 		t.Fatal("Recovered across publications trimmed from history")
 	}
 	if err := checkPubs(res.Publications, pos.Epoch, 8, 10); err != nil {
 		t.Fatal(err)
 	}
-	res = history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 7, Epoch: pos.Epoch}})
+	res = history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 7, Epoch: pos.Epoch}, Limit: broker.NoLimit})
 	if !res.Recovered {
 		t.Fatal("not Recovered from the oldest retained publication's predecessor")
 	}
@@ -437,7 +449,7 @@ func testRecoveryWrongEpoch(t *testing.T, b broker.Broker) {
 		{Offset: 0, Epoch: ""},
 		{Offset: 6, Epoch: pos.Epoch},
 	} {
-		res := history(t, b, ch, broker.HistoryRequest{Since: &since})
+		res := history(t, b, ch, broker.HistoryRequest{Since: &since, Limit: broker.NoLimit})
 		if res.Recovered || len(res.Publications) != 0 || res.Position != pos {
 			t.Fatalf("since %+v: Recovered %v, %d publications, position %+v; want false, 0, %+v", since, res.Recovered, len(res.Publications), res.Position, pos)
 		}
@@ -450,7 +462,7 @@ func testRemoveHistory(t *testing.T, b broker.Broker) {
 	if err := b.RemoveHistory(context.Background(), ch); err != nil {
 		t.Fatal(err)
 	}
-	res := history(t, b, ch, broker.HistoryRequest{Since: &old})
+	res := history(t, b, ch, broker.HistoryRequest{Since: &old, Limit: broker.NoLimit})
 	if res.Recovered || res.Position.Offset != 0 || res.Position.Epoch == old.Epoch || res.Position.Epoch == "" {
 		t.Fatalf("after RemoveHistory: %+v, want offset 0 and a new epoch (old %q)", res, old.Epoch)
 	}
@@ -462,7 +474,7 @@ func testRemoveHistory(t *testing.T, b broker.Broker) {
 
 func testEmptyChannel(t *testing.T, b broker.Broker) {
 	ch := channel("empty")
-	res := history(t, b, ch, broker.HistoryRequest{Limit: -1})
+	res := history(t, b, ch, broker.HistoryRequest{Limit: 0})
 	if res.Position.Offset != 0 || res.Position.Epoch == "" {
 		t.Fatalf("empty channel position %+v, want offset 0 and an epoch", res.Position)
 	}
@@ -470,7 +482,7 @@ func testEmptyChannel(t *testing.T, b broker.Broker) {
 	if pos.Epoch != res.Position.Epoch {
 		t.Fatalf("publish changed the epoch of an empty stream: %q -> %q", res.Position.Epoch, pos.Epoch)
 	}
-	rec := history(t, b, ch, broker.HistoryRequest{Since: &res.Position})
+	rec := history(t, b, ch, broker.HistoryRequest{Since: &res.Position, Limit: broker.NoLimit})
 	if !rec.Recovered {
 		t.Fatal("not Recovered from the empty channel's position")
 	}
@@ -486,7 +498,7 @@ func testDataCopied(t *testing.T, b broker.Broker) {
 		t.Fatal(err)
 	}
 	buf[1] = 'X'
-	res := history(t, b, ch, broker.HistoryRequest{})
+	res := history(t, b, ch, broker.HistoryRequest{Limit: broker.NoLimit})
 	if len(res.Publications) != 1 || !bytes.Equal(res.Publications[0].Data, payload(1)) {
 		t.Fatalf("history after the caller reused its buffer: %v", res.Publications)
 	}
@@ -500,13 +512,13 @@ func testTTLEntries(t *testing.T, b broker.Broker) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() error {
-		res := history(t, b, ch, broker.HistoryRequest{})
+		res := history(t, b, ch, broker.HistoryRequest{Limit: broker.NoLimit})
 		if res.Position != pos {
 			return fmt.Errorf("position %+v, want %+v", res.Position, pos)
 		}
 		return checkPubs(res.Publications, pos.Epoch, 2, 2)
 	})
-	res := history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 0, Epoch: pos.Epoch}})
+	res := history(t, b, ch, broker.HistoryRequest{Since: &broker.StreamPosition{Offset: 0, Epoch: pos.Epoch}, Limit: broker.NoLimit})
 	if res.Recovered {
 		t.Fatal("Recovered across an expired publication")
 	}
@@ -517,7 +529,7 @@ func testTTLStream(t *testing.T, b broker.Broker) {
 	old := publishN(t, b, ch, 3, broker.PublishOptions{HistorySize: 10, HistoryTTL: 50 * time.Millisecond})
 	var res broker.HistoryResult
 	waitFor(t, func() error {
-		res = history(t, b, ch, broker.HistoryRequest{Since: &old})
+		res = history(t, b, ch, broker.HistoryRequest{Since: &old, Limit: broker.NoLimit})
 		if res.Position.Epoch == old.Epoch {
 			return fmt.Errorf("stream still alive: %+v", res.Position)
 		}
@@ -652,7 +664,7 @@ func testBadInput(t *testing.T, b broker.Broker) {
 	if _, err := b.Publish(ctx, ch, payload(1), keep); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Publish with a canceled context = %v, want context.Canceled", err)
 	}
-	if _, err := b.History(ctx, ch, broker.HistoryRequest{}); !errors.Is(err, context.Canceled) {
+	if _, err := b.History(ctx, ch, broker.HistoryRequest{Limit: broker.NoLimit}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("History with a canceled context = %v, want context.Canceled", err)
 	}
 }
@@ -667,7 +679,7 @@ func testClose(t *testing.T, b broker.Broker) {
 	if _, err := b.Publish(ctx, channel("closed"), payload(1), keep); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("Publish after Close = %v, want ErrClosed", err)
 	}
-	if _, err := b.History(ctx, channel("closed"), broker.HistoryRequest{}); !errors.Is(err, broker.ErrClosed) {
+	if _, err := b.History(ctx, channel("closed"), broker.HistoryRequest{Limit: broker.NoLimit}); !errors.Is(err, broker.ErrClosed) {
 		t.Fatalf("History after Close = %v, want ErrClosed", err)
 	}
 }
