@@ -153,19 +153,23 @@ func (q *Queue) grow() *ring {
 // iov is scratch space owned by the loop; its capacity should be at least
 // min(max messages, MaxIOV), or Flush allocates to extend it. Flush leaves
 // its elements nil. It returns the bytes handed to Writev and Writev's error;
-// on error the frames are still released (gnet closes the connection).
+// on error the frames are still released (gnet closes the connection). The
+// frames leave the queue before Writev is called, so the engine may Reset
+// or Push to the queue from a callback gnet runs inside Writev (OnClose).
 // It does not allocate when cap(iov) suffices.
 func (q *Queue) Flush(w Writer, iov [][]byte) (written int, err error) {
-	r := q.r
-	if (r == nil && q.one == nil) || w.OutboundBuffered() > 0 {
+	if (q.r == nil && q.one == nil) || w.OutboundBuffered() > 0 {
 		return 0, nil
 	}
+	// Detach the frames first: on a write error gnet closes the connection
+	// inside Writev, and the engine's OnClose then resets this queue.
+	one, r := q.one, q.r
+	q.one, q.r = nil, nil
 	if r == nil {
-		iov = append(iov[:0], q.one.Bytes())
+		iov = append(iov[:0], one.Bytes())
 		written, err = w.Writev(iov)
 		clear(iov)
-		q.one.Release()
-		q.one = nil
+		one.Release()
 		return written, err
 	}
 	for i := 0; i < r.n && err == nil; {
@@ -178,7 +182,7 @@ func (q *Queue) Flush(w Writer, iov [][]byte) (written int, err error) {
 		written += n
 		clear(iov)
 	}
-	q.Reset()
+	releaseRing(r)
 	return written, err
 }
 
@@ -189,14 +193,17 @@ func (q *Queue) Reset() {
 		q.one.Release()
 		q.one = nil
 	}
-	r := q.r
-	if r == nil {
-		return
+	if q.r != nil {
+		releaseRing(q.r)
+		q.r = nil
 	}
+}
+
+// releaseRing releases r's frames and returns it to its pool.
+func releaseRing(r *ring) {
 	for i, f := range r.slots[:r.n] {
 		f.Release()
 		r.slots[i] = nil
 	}
-	q.r = nil
 	putRing(r)
 }

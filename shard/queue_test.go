@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"unsafe"
 )
@@ -16,9 +17,13 @@ type fakeConn struct {
 	iovLens  []int
 	out      []byte
 	err      error
+	during   func() // runs inside Writev, as gnet's OnClose can
 }
 
 func (c *fakeConn) Writev(bs [][]byte) (int, error) {
+	if c.during != nil {
+		c.during()
+	}
 	c.calls++
 	c.iovLens = append(c.iovLens, len(bs))
 	n := 0
@@ -205,6 +210,32 @@ func TestQueueFlushErrorReleases(t *testing.T) {
 		t.Fatalf("after failed Flush: Len %d refs %d", q.Len(), f.refs.Load())
 	}
 	f.Release()
+}
+
+// TestQueueResetInsideWritev is gnet closing the connection on a write
+// error from inside Writev: the engine's OnClose resets the queue.
+func TestQueueResetInsideWritev(t *testing.T) {
+	for _, frames := range []int{1, 3} {
+		t.Run(fmt.Sprint(frames, " frames"), func(t *testing.T) {
+			var q Queue
+			f := newTestFrame("w")
+			for range frames {
+				q.Push(f, 100, 100)
+			}
+			boom := errors.New("boom")
+			c := &fakeConn{err: boom, during: q.Reset}
+			if _, err := q.Flush(c, make([][]byte, 0, 4)); !errors.Is(err, boom) {
+				t.Fatalf("Flush err %v, want %v", err, boom)
+			}
+			if string(c.out) != strings.Repeat("w", frames) {
+				t.Fatalf("wrote %q", c.out)
+			}
+			if q.Len() != 0 || f.refs.Load() != 1 {
+				t.Fatalf("after Flush: Len %d refs %d, want 0 and 1", q.Len(), f.refs.Load())
+			}
+			f.Release()
+		})
+	}
 }
 
 func TestQueueResetReleases(t *testing.T) {
