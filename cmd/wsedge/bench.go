@@ -56,7 +56,7 @@ func runBench(args []string) int {
 	}
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "WebSocket endpoint (ws://host:port/path, IPv4)")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections (broadcast: subscribers; connect: handshakes in flight)")
-	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "echo: msg/s per connection (0 = closed loop); broadcast: publishes/s; connect: handshakes/s (0 = unpaced)")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "echo: msg/s per connection (0 = closed loop); broadcast: publishes/s; connect: handshakes/s (default unpaced)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", cfg.ConnectRate, "new connections per second while opening (0 = no cap)")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "echo payload / publish data size in bytes")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured phase (idle: hold time)")
@@ -79,6 +79,11 @@ func runBench(args []string) int {
 			return 0
 		}
 		return 2
+	}
+	rateSet := false
+	fs.Visit(func(f *flag.Flag) { rateSet = rateSet || f.Name == "rate" })
+	if !rateSet && cfg.Mode == bench.ModeConnect {
+		cfg.Rate = 0 // unpaced unless asked
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "wsedge bench: unexpected argument %q\n", fs.Arg(0))
