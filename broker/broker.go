@@ -13,16 +13,17 @@ var (
 	ErrBadOptions = errors.New("broker: negative history size or TTL")
 )
 
-// Publication is one message of a channel. Data is shared by the history,
-// the handler and every History result: it is immutable, nobody may modify
-// it, and it stays valid as long as it is referenced.
+// Publication is one message of a channel, a value safe to copy and share
+// between goroutines. Data is shared by the history, the handler and every
+// History result: it is immutable, nobody may modify it, and it stays valid
+// as long as it is referenced.
 type Publication struct {
 	Offset uint64 // 1, 2, ... within a stream; 0 on a channel without history
 	Epoch  string // the stream's epoch; "" on a channel without history
 	Data   []byte
 }
 
-// StreamPosition is a place in a channel's history stream: the offset of
+// StreamPosition, a plain value, is a place in a channel's history stream: the offset of
 // the last publication and the stream's epoch. A new epoch means the stream
 // was lost and restarted (offsets start again at 1): offsets of different
 // epochs are unrelated.
@@ -31,7 +32,7 @@ type StreamPosition struct {
 	Epoch  string
 }
 
-// PublishOptions says how a publication is kept. They normally come from the
+// PublishOptions, a plain value, says how a publication is kept. They normally come from the
 // channel's namespace and are the same for every publish on a channel.
 type PublishOptions struct {
 	// HistorySize keeps the last HistorySize publications of the channel.
@@ -44,7 +45,8 @@ type PublishOptions struct {
 	HistoryTTL time.Duration
 }
 
-// HistoryRequest selects publications from a channel's stream.
+// HistoryRequest, a plain value built by the caller, selects publications
+// from a channel's stream. The broker does not retain it or Since.
 type HistoryRequest struct {
 	// Since, when set, asks for the publications after Since.Offset in epoch
 	// Since.Epoch (recovery), oldest first. Without it the newest
@@ -61,7 +63,7 @@ type HistoryRequest struct {
 // NoLimit is HistoryRequest.Limit asking for every matching publication.
 const NoLimit = -1
 
-// HistoryResult is the answer to History.
+// HistoryResult is the answer to History, owned by the caller.
 type HistoryResult struct {
 	// Position is the stream's current position. History on a channel
 	// without a stream creates an empty one, so Position.Epoch is never
@@ -117,16 +119,17 @@ type Broker interface {
 	Close() error
 }
 
-// ClientInfo describes one connection present in a channel. Info is an
-// optional JSON value supplied by the application (from the token); the
-// manager copies it.
+// ClientInfo, a plain value, describes one connection present in a channel.
+// Info is an optional JSON value supplied by the application (from the
+// token); the manager copies it on AddPresence, and the Info of a returned
+// ClientInfo is shared and immutable.
 type ClientInfo struct {
 	ClientID string
 	UserID   string
 	Info     []byte
 }
 
-// PresenceStats counts a channel's presence: connections, and distinct
+// PresenceStats, a plain value, counts a channel's presence: connections, and distinct
 // users among them.
 type PresenceStats struct {
 	NumClients int

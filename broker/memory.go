@@ -13,8 +13,8 @@ import (
 	"time"
 )
 
-// MemoryConfig configures Memory. Zero fields take the defaults of
-// SetDefaults.
+// MemoryConfig configures Memory; NewMemory copies it. Zero fields take the
+// defaults of SetDefaults.
 type MemoryConfig struct {
 	// Shards is the number of lock shards, a power of two. Channels hash to
 	// shards; publishes on channels of different shards never contend.
@@ -349,7 +349,7 @@ func (sh *memShard) streamLocked(channel string, now, emptyExpiry int64) *stream
 // name practically never reuses an epoch.
 func newEpoch() string {
 	var b [8]byte
-	rand.Read(b[:])
+	rand.Read(b[:]) // never fails since Go 1.24; it crashes the program instead
 	return hex.EncodeToString(b[:])
 }
 

@@ -10,7 +10,8 @@ import (
 const NoLimit = -1
 
 // Position is a place in a channel's history stream: the offset of the last
-// publication seen and the epoch of the stream it belongs to.
+// publication seen and the epoch of the stream it belongs to. Inside a
+// Command it is owned, and Epoch stays valid, like the Command's slices.
 type Position struct {
 	Offset uint64
 	Epoch  []byte

@@ -380,6 +380,14 @@ func TestDecodeAllocs(t *testing.T) {
 			name: "ping",
 			msg:  `{"id":9,"op":"ping"}`,
 		},
+		{
+			name: "history",
+			msg:  `{"id":5,"op":"history","channel":"chat:room42","limit":50,"since":{"offset":3,"epoch":"k3"}}`,
+		},
+		{
+			name: "presence_stats",
+			msg:  `{"id":4,"op":"presence_stats","channel":"chat:room42"}`,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -398,5 +406,30 @@ func TestDecodeAllocs(t *testing.T) {
 				t.Fatalf("Decode allocates %v times per run, want 0", allocs)
 			}
 		})
+	}
+}
+
+func TestOpNames(t *testing.T) {
+	for op := OpSubscribe; op <= OpRefresh; op++ {
+		if got := parseOp([]byte(op.String())); got != op {
+			t.Fatalf("parseOp(%q) = %v, want %v", op.String(), got, op)
+		}
+	}
+	if s := Op(200).String(); s != "unknown" {
+		t.Fatalf("Op(200).String() = %q, want unknown", s)
+	}
+}
+
+func TestErrorAppendReply(t *testing.T) {
+	var d Decoder
+	var cmd Command
+	err := d.Decode([]byte(`{"id":7,"op":"nope"}`), &cmd)
+	var pe *Error
+	if !errors.As(err, &pe) {
+		t.Fatalf("Decode error = %v, want *Error", err)
+	}
+	want := `{"id":7,"error":{"code":400,"message":"unknown op"}}`
+	if got := string(pe.AppendReply(nil)); got != want {
+		t.Fatalf("AppendReply = %s, want %s", got, want)
 	}
 }

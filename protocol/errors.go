@@ -5,9 +5,9 @@ import (
 	"strconv"
 )
 
-// Code is the code of an error reply. The values follow HTTP status codes
-// so that operators and clients read them without a table; the table is in
-// docs/PROTOCOL.md.
+// Code is the code of an error reply, a plain value. The values follow HTTP
+// status codes so that operators and clients read them without a table; the
+// table is in docs/PROTOCOL.md.
 type Code uint16
 
 // Error reply codes.
@@ -66,10 +66,16 @@ func (e *Error) Error() string {
 	return s
 }
 
+// AppendReply appends the error reply for e (see AppendError). It does not
+// allocate when dst has room.
+func (e *Error) AppendReply(dst []byte) []byte {
+	return AppendError(dst, e.ID, e.Code, e.Message)
+}
+
 // Unwrap returns the sentinel error.
 func (e *Error) Unwrap() error { return e.Err }
 
-// DisconnectCode is the code of a disconnect push, sent just before the
+// DisconnectCode, a plain value, is the code of a disconnect push, sent just before the
 // server closes the connection so that every client (including browsers,
 // which cannot always see close codes) learns why and whether to reconnect.
 // The close frame that follows carries the WebSocket code the engine chooses

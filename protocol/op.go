@@ -1,7 +1,7 @@
 package protocol
 
-// Op is a command operation. The zero value is OpUnknown, which Decode
-// never returns without an error.
+// Op is a command operation, a plain value. The zero value is OpUnknown,
+// which Decode never returns without an error.
 type Op uint8
 
 // Operations of wsedge.v1.json, named on the wire as String returns them.
