@@ -1,0 +1,57 @@
+# wsedge — build, run and test targets. `make test` is what CI runs.
+GO      ?= go
+BIN     ?= bin/wsedge
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+FUZZTIME ?= 60s
+
+.PHONY: build run test race fuzz fuzz-short bench lint autobahn clean
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/wsedge
+
+# Runs the server on the built-in default configuration (ws 127.0.0.1:8080/ws,
+# admin 127.0.0.1:9090).
+run:
+	$(GO) run ./cmd/wsedge serve
+
+# The full test suite, as CI runs it: vet, gofmt, race-enabled tests and a
+# short run of every fuzz target.
+test: lint-basic
+	$(GO) test -race -count=1 -timeout 20m ./...
+	$(MAKE) fuzz-short
+
+race:
+	$(GO) test -race -count=1 ./...
+
+# Fuzz targets: 10s each in CI (fuzz-short), $(FUZZTIME) each here.
+FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake
+fuzz:
+	@for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	done
+
+fuzz-short:
+	$(MAKE) fuzz FUZZTIME=10s
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+lint-basic:
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^bench/peers/')); \
+		if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+lint: lint-basic
+	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: skipped"; fi
+	@if command -v govulncheck >/dev/null; then govulncheck ./...; else echo "govulncheck not installed: skipped"; fi
+
+# RFC 6455 conformance with the Autobahn fuzzingclient (see ../shared/autobahn).
+autobahn: build
+	@$(BIN) serve --echo --max-message 16777216 --listen 127.0.0.1:9001 --admin "" & pid=$$!; \
+		sleep 0.5; bash ../shared/autobahn/run.sh ws://127.0.0.1:9001/ws "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"; \
+		kill $$pid
+
+clean:
+	rm -rf bin

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/wsedge/wsedge/engine"
+)
+
+// loadServeConfig builds the configuration from, in rising precedence: the
+// built-in defaults, a YAML file (--config or WSEDGE_CONFIG), WSEDGE_*
+// environment variables, and flags.
+func loadServeConfig(args []string) (engine.Config, string, error) {
+	cfg := engine.DefaultConfig()
+	if path := configPath(args); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return cfg, "", fmt.Errorf("config: %w", err)
+		}
+		dec := yaml.NewDecoder(strings.NewReader(string(b)))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil {
+			return cfg, "", fmt.Errorf("config %s: %w", path, err)
+		}
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	var origins, logLevel string
+	fs.String("config", "", "YAML configuration file (env WSEDGE_CONFIG)")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "WebSocket listen address host:port")
+	fs.StringVar(&cfg.Admin, "admin", cfg.Admin, "admin HTTP address for /metrics, /healthz, /readyz (empty disables)")
+	fs.StringVar(&cfg.Path, "path", cfg.Path, "WebSocket endpoint path")
+	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops (0: GOMAXPROCS)")
+	fs.BoolVar(&cfg.Echo, "echo", cfg.Echo, "echo every data message (conformance and latency benchmarks)")
+	fs.IntVar(&cfg.MaxMessage, "max-message", cfg.MaxMessage, "largest message payload in bytes (larger: close 1009)")
+	fs.IntVar(&cfg.MaxConns, "max-conns", cfg.MaxConns, "connection ceiling (0: RLIMIT_NOFILE minus a reserve)")
+	fs.DurationVar(&cfg.PingInterval, "ping-interval", cfg.PingInterval, "silence before the server pings")
+	fs.DurationVar(&cfg.IdleTimeout, "idle-timeout", cfg.IdleTimeout, "silence before the server closes")
+	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "accept to completed upgrade")
+	fs.DurationVar(&cfg.CloseTimeout, "close-timeout", cfg.CloseTimeout, "wait for the peer's close frame")
+	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "spread of close 1001 over a drain (SIGTERM/SIGINT)")
+	fs.StringVar(&origins, "allowed-origins", strings.Join(cfg.AllowedOrigins, ","), "comma-separated Origin values to accept (empty: any)")
+	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	var envErr error
+	fs.VisitAll(func(f *flag.Flag) {
+		env := "WSEDGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(env); ok && envErr == nil {
+			if err := fs.Set(f.Name, v); err != nil {
+				envErr = fmt.Errorf("%s: %w", env, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return cfg, "", envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return cfg, "", err
+	}
+	if fs.NArg() > 0 {
+		return cfg, "", fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg.AllowedOrigins = nil
+	for _, o := range strings.Split(origins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
+	}
+	return cfg, logLevel, cfg.Validate()
+}
+
+// configPath finds --config in args or WSEDGE_CONFIG, before flags are
+// parsed, because the file's values are the flags' defaults.
+func configPath(args []string) string {
+	for i, a := range args {
+		for _, p := range []string{"--config", "-config"} {
+			if a == p && i+1 < len(args) {
+				return args[i+1]
+			}
+			if v, ok := strings.CutPrefix(a, p+"="); ok {
+				return v
+			}
+		}
+	}
+	return os.Getenv("WSEDGE_CONFIG")
+}
+
+func runServe(args []string) int {
+	cfg, level, err := loadServeConfig(args)
+	if err != nil {
+		if err == flag.ErrHelp {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "wsedge serve:", err)
+		return 2
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		fmt.Fprintln(os.Stderr, "wsedge serve: --log-level:", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	srv, err := engine.New(cfg, log)
+	if err != nil {
+		log.Error("start", "err", err)
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := srv.Run(ctx); err != nil {
+		log.Error("serve", "err", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,130 @@
+package engine
+
+import (
+	"errors"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsedge/wsedge/frame"
+)
+
+type connState uint8
+
+const (
+	stateHandshake connState = iota // accepted, upgrade request not complete
+	stateOpen                       // upgraded
+	stateClosing                    // our close frame is sent; waiting for the peer's
+	stateClosed                     // gnet closed the socket
+)
+
+// conn is one connection's state, owned by its loop goroutine. It is kept
+// small (see TestConnSize): an idle connection costs this struct, gnet's
+// own, and nothing else.
+type conn struct {
+	gc           gnet.Conn
+	loop         *loop
+	wnext, wprev *conn // wheel slot list
+	due          int64 // wheel tick this connection is filed under
+	lastSeen     int64 // wheel tick of the last inbound bytes
+	opened       int64 // wheel tick of accept
+	parser       frame.Parser
+	hsScan       uint16 // request bytes already searched for the blank line
+	state        connState
+	inWheel      bool
+	pinged       bool // a ping is out since lastSeen
+	broken       bool // the inbound stream is unusable: discard it
+	protocol     bool // negotiated wsedge.v1.json
+}
+
+// errStop ends a Parse after the connection was closed or must close now.
+var errStop = errors.New("engine: stop reading")
+
+// write sends b, reporting false if gnet closed the connection on a write
+// error (gnet calls OnClose synchronously in that case).
+func (c *conn) write(b []byte) bool {
+	if _, err := c.gc.Write(b); err != nil {
+		return false
+	}
+	c.loop.tally.bytesOut += uint64(len(b))
+	return c.state != stateClosed
+}
+
+// writeFrame sends one unmasked frame: small payloads are copied behind the
+// header into the loop's scratch buffer for a single write; large ones go
+// out with writev.
+func (c *conn) writeFrame(op frame.OpCode, payload []byte) bool {
+	l := c.loop
+	if len(payload) <= len(l.scratch)-frame.MaxHeaderSize {
+		return c.write(frame.AppendFrame(l.scratch[:0], op, payload))
+	}
+	l.iov[0] = frame.AppendHeader(l.scratch[:0], true, op, len(payload))
+	l.iov[1] = payload
+	_, err := c.gc.Writev(l.iov[:])
+	l.iov[0], l.iov[1] = nil, nil
+	if err != nil {
+		return false
+	}
+	l.tally.bytesOut += uint64(frame.HeaderLen(len(payload)) + len(payload))
+	return c.state != stateClosed
+}
+
+// OnMessage implements frame.Handler.
+func (c *conn) OnMessage(op frame.OpCode, payload []byte) error {
+	if c.state != stateOpen {
+		return nil // closing: the peer's data is no longer wanted
+	}
+	c.loop.tally.msgsIn++
+	if c.loop.srv.cfg.Echo {
+		if !c.writeFrame(op, payload) {
+			return errStop
+		}
+		c.loop.tally.msgsOut++
+		return nil
+	}
+	return c.loop.srv.app.OnMessage(c, op, payload)
+}
+
+// OnPing implements frame.Handler.
+func (c *conn) OnPing(payload []byte) error {
+	if c.state == stateOpen && !c.writeFrame(frame.OpPong, payload) {
+		return errStop
+	}
+	return nil
+}
+
+// OnPong implements frame.Handler. lastSeen was already updated.
+func (c *conn) OnPong([]byte) error { return nil }
+
+// OnClose implements frame.Handler: the peer's close frame. If we started
+// the close, this completes it; otherwise echo the code and finish. Either
+// way the server closes TCP first (RFC 6455 section 7.1.1).
+func (c *conn) OnClose(code frame.CloseCode, _ []byte) error {
+	if c.state == stateOpen {
+		if code == frame.CloseNoStatus {
+			code = frame.CloseNormal
+		}
+		c.write(frame.AppendClose(c.loop.scratch[:0], code, ""))
+	}
+	return errStop
+}
+
+// startClose sends a close frame and waits (up to CloseTimeout) for the
+// peer's. With broken set the inbound stream cannot be parsed any more, so
+// the write side is shut after the close frame: the peer sees our close and
+// EOF, answers, and closes its side.
+func (c *conn) startClose(code frame.CloseCode, reason string, broken bool) {
+	if c.state != stateOpen {
+		return
+	}
+	l := c.loop
+	if !c.write(frame.AppendClose(l.scratch[:0], code, reason)) {
+		return
+	}
+	c.state = stateClosing
+	c.broken = broken
+	if broken && c.gc.OutboundBuffered() == 0 {
+		_ = unix.Shutdown(c.gc.Fd(), unix.SHUT_WR)
+	}
+	l.wheel.reschedule(c, l.wheel.now+l.closeTicks)
+}

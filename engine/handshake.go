@@ -1,0 +1,117 @@
+package engine
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/gobwas/ws"
+)
+
+// maxRequestHeader caps the HTTP upgrade request. A request that has not
+// ended (blank line) within this many bytes is answered 431 and closed.
+const maxRequestHeader = 8 << 10
+
+// Subprotocol is the client protocol negotiated at the handshake.
+const Subprotocol = "wsedge.v1.json"
+
+var errHeaderTooLarge = errors.New("engine: request header over 8 KiB")
+
+// upgrader is one loop's handshake machinery. gobwas' Upgrader reads ahead
+// through a 4 KiB bufio.Reader, which would swallow the first frames of a
+// client that sends them right behind its request; so the loop finds the end
+// of the request itself and hands the Upgrader exactly those bytes through
+// this io.ReadWriter, collecting the response to write it in one go.
+type upgrader struct {
+	u        ws.Upgrader
+	req      bytes.Reader
+	resp     []byte
+	path     string
+	origins  map[string]bool
+	protocol bool // the client offered wsedge.v1.json
+}
+
+func newUpgrader(cfg *Config) *upgrader {
+	h := &upgrader{path: cfg.Path}
+	if len(cfg.AllowedOrigins) > 0 {
+		h.origins = make(map[string]bool, len(cfg.AllowedOrigins))
+		for _, o := range cfg.AllowedOrigins {
+			h.origins[o] = true
+		}
+	}
+	h.u = ws.Upgrader{
+		ReadBufferSize: maxRequestHeader,
+		OnRequest:      h.onRequest,
+		OnHeader:       h.onHeader,
+		Protocol: func(p []byte) bool {
+			if string(p) == Subprotocol {
+				h.protocol = true
+				return true
+			}
+			return false
+		},
+	}
+	return h
+}
+
+func (h *upgrader) Read(p []byte) (int, error)  { return h.req.Read(p) }
+func (h *upgrader) Write(p []byte) (int, error) { h.resp = append(h.resp, p...); return len(p), nil }
+
+func (h *upgrader) onRequest(uri []byte) error {
+	path := uri
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		path = uri[:i]
+	}
+	if string(path) != h.path {
+		return ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("no WebSocket endpoint at this path"))
+	}
+	return nil
+}
+
+func (h *upgrader) onHeader(key, value []byte) error {
+	if h.origins != nil && bytes.EqualFold(key, []byte("Origin")) && !h.origins[string(value)] {
+		return ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
+	}
+	return nil
+}
+
+// requestEnd returns the length of the HTTP request at the start of b
+// (through the blank line), or 0 if it has not all arrived. from is where the
+// previous search stopped, so a request arriving byte by byte is not rescanned.
+func requestEnd(b []byte, from int) int {
+	from = max(from-3, 0)
+	if i := bytes.Index(b[from:], []byte("\r\n\r\n")); i >= 0 {
+		return from + i + 4
+	}
+	return 0
+}
+
+// upgrade runs the handshake on exactly the request bytes. It returns the
+// response to write (a 101 or an HTTP error) and whether the upgrade
+// succeeded. The response aliases the upgrader's buffer until the next call.
+func (h *upgrader) upgrade(request []byte) (resp []byte, hs ws.Handshake, err error) {
+	h.req.Reset(request)
+	h.resp = h.resp[:0]
+	h.protocol = false
+	hs, err = h.u.Upgrade(h)
+	return h.resp, hs, err
+}
+
+// httpError formats a minimal HTTP error response with a short body, for
+// refusals the Upgrader does not produce itself.
+func httpError(code int, body string) []byte {
+	b := make([]byte, 0, 128+len(body))
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(code), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(code)...)
+	b = append(b, "\r\nContent-Type: text/plain\r\nConnection: close\r\nContent-Length: "...)
+	b = strconv.AppendInt(b, int64(len(body)+1), 10)
+	b = append(b, "\r\n\r\n"...)
+	b = append(b, body...)
+	return append(b, '\n')
+}
+
+var _ io.ReadWriter = (*upgrader)(nil)

@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"context"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsedge/wsedge/frame"
+)
+
+// loop is the per-event-loop shard of connection state. Everything in it is
+// touched only by its gnet loop goroutine; other goroutines reach it with
+// gnet's EventLoop.Execute.
+type loop struct {
+	srv   *Server
+	el    gnet.EventLoop
+	wheel wheel
+	up    *upgrader
+
+	scratch []byte    // frame assembly for writes, valid until the next write
+	iov     [2][]byte // header and payload for writev
+
+	pingTicks, idleTicks, hsTicks, closeTicks int64
+
+	conns int // connections on this loop
+	tally tally
+
+	// drain state: connections still to be sent 1001, spread over the grace.
+	drainList  []*conn
+	drainStart time.Time
+	drainDone  int
+
+	tickFn gnet.RunnableFunc
+}
+
+// tally counts on the loop goroutine without atomics; tick adds it to the
+// shared metrics and resets it.
+type tally struct {
+	msgsIn, msgsOut, bytesIn, bytesOut uint64
+	pings, idleClosed, protoErrors     uint64
+	hsOK, hsFailed, hsTimeout, closed  uint64
+}
+
+func newLoop(s *Server, el gnet.EventLoop) *loop {
+	cfg := &s.cfg
+	ticks := func(d time.Duration) int64 { return int64((d + wheelTick - 1) / wheelTick) }
+	span := max(cfg.IdleTimeout, cfg.HandshakeTimeout, cfg.CloseTimeout)
+	l := &loop{
+		srv:        s,
+		el:         el,
+		wheel:      newWheel(span),
+		up:         newUpgrader(cfg),
+		scratch:    make([]byte, 0, 16<<10),
+		pingTicks:  ticks(cfg.PingInterval),
+		idleTicks:  ticks(cfg.IdleTimeout),
+		hsTicks:    ticks(cfg.HandshakeTimeout),
+		closeTicks: ticks(cfg.CloseTimeout),
+	}
+	l.wheel.now = s.tickNow()
+	l.tickFn = func(context.Context) error { l.tick(); return nil }
+	return l
+}
+
+// tick advances the wheel to the present, progresses a drain and publishes
+// the loop's tallies. It runs on the loop goroutine.
+func (l *loop) tick() {
+	l.wheel.advance(l.srv.tickNow(), l.fire)
+	if l.drainList != nil {
+		l.drainStep()
+	}
+	l.flushTally()
+}
+
+func (l *loop) flushTally() {
+	m, t := l.srv.m, &l.tally
+	m.MessagesIn.Add(int(t.msgsIn))
+	m.MessagesOut.Add(int(t.msgsOut))
+	m.BytesIn.Add(int(t.bytesIn))
+	m.BytesOut.Add(int(t.bytesOut))
+	m.PingsSent.Add(int(t.pings))
+	m.IdleClosed.Add(int(t.idleClosed))
+	m.ProtocolErrors.Add(int(t.protoErrors))
+	m.Handshakes.Add(int(t.hsOK))
+	m.HandshakeFailed.Add(int(t.hsFailed))
+	m.HandshakeTimeout.Add(int(t.hsTimeout))
+	m.Closed.Add(int(t.closed))
+	*t = tally{}
+}
+
+// fire handles a connection whose wheel deadline came due.
+func (l *loop) fire(c *conn) {
+	now := l.wheel.now
+	switch c.state {
+	case stateHandshake:
+		l.tally.hsTimeout++
+		_ = l.el.Close(c.gc)
+	case stateOpen:
+		idle := now - c.lastSeen
+		switch {
+		case idle >= l.idleTicks:
+			l.tally.idleClosed++
+			c.startClose(frame.CloseGoingAway, "idle timeout", true)
+			if c.state != stateClosed {
+				_ = l.el.Close(c.gc)
+			}
+		case idle >= l.pingTicks && !c.pinged:
+			c.pinged = true
+			l.tally.pings++
+			if c.writeFrame(frame.OpPing, nil) {
+				l.wheel.add(c, c.lastSeen+l.idleTicks)
+			}
+		case c.pinged:
+			l.wheel.add(c, c.lastSeen+l.idleTicks)
+		default:
+			l.wheel.add(c, c.lastSeen+l.pingTicks)
+		}
+	case stateClosing:
+		_ = l.el.Close(c.gc)
+	}
+}
+
+// startDrain lists every connection on the loop; drainStep then sends them
+// close 1001 spread evenly over the drain grace, so clients do not all
+// reconnect in the same millisecond.
+func (l *loop) startDrain() {
+	l.drainStart = time.Now()
+	l.drainList = make([]*conn, 0, l.conns)
+	l.drainDone = 0
+	l.wheel.each(func(c *conn) { l.drainList = append(l.drainList, c) })
+	l.drainStep()
+}
+
+func (l *loop) drainStep() {
+	grace := l.srv.cfg.DrainGrace
+	n := len(l.drainList)
+	due := n
+	if elapsed := time.Since(l.drainStart); grace > 0 && elapsed < grace {
+		due = int(int64(n) * int64(elapsed) / int64(grace))
+	}
+	for ; l.drainDone < due; l.drainDone++ {
+		c := l.drainList[l.drainDone]
+		l.drainList[l.drainDone] = nil
+		switch c.state {
+		case stateHandshake:
+			_ = l.el.Close(c.gc)
+		case stateOpen:
+			c.startClose(frame.CloseGoingAway, "server shutting down", false)
+		}
+	}
+	if l.drainDone == n {
+		l.drainList = l.drainList[:0]
+	}
+}
+
+// runnable adapts a func to gnet.Runnable.
+func runnable(fn func()) gnet.RunnableFunc {
+	return func(context.Context) error { fn(); return nil }
+}

@@ -1,0 +1,407 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/metrics"
+	"github.com/wsedge/wsedge/tuning"
+)
+
+// tickInterval is how often gnet's ticker posts a tick to every loop.
+const tickInterval = 50 * time.Millisecond
+
+// app handles data messages outside echo mode. It runs on the connection's
+// loop goroutine.
+type app interface {
+	OnMessage(c *conn, op frame.OpCode, payload []byte) error
+}
+
+// Server is a running wsedge server. Its methods are safe for concurrent use.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	cfg      Config
+	log      *slog.Logger
+	m        *metrics.Metrics
+	app      app
+	limits   tuning.Limits
+	maxConns int64
+	start    time.Time
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loop
+	list  atomic.Pointer[[]*loop]
+
+	eng      gnet.Engine
+	addr     string
+	admin    *metrics.Admin
+	booted   chan struct{}
+	draining atomic.Bool
+	stopOnce sync.Once
+}
+
+// New validates cfg and prepares a server; Run starts it.
+func New(cfg Config, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Loops == 0 {
+		cfg.Loops = runtime.GOMAXPROCS(0)
+	}
+	limits, err := tuning.RaiseNoFile()
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    log,
+		m:      metrics.New(),
+		app:    rejectApp{},
+		limits: limits,
+		start:  time.Now(),
+		loops:  make(map[gnet.EventLoop]*loop),
+		booted: make(chan struct{}),
+	}
+	s.maxConns = int64(limits.MaxConns())
+	if cfg.MaxConns > 0 && int64(cfg.MaxConns) < s.maxConns {
+		s.maxConns = int64(cfg.MaxConns)
+	}
+	empty := []*loop{}
+	s.list.Store(&empty)
+	return s, nil
+}
+
+// Metrics returns the server's metrics.
+func (s *Server) Metrics() *metrics.Metrics { return s.m }
+
+// Addr is the WebSocket listener's address once Run has booted.
+func (s *Server) Addr() string { <-s.booted; return s.addr }
+
+// AdminAddr is the admin listener's address once Run has booted, or "".
+func (s *Server) AdminAddr() string {
+	<-s.booted
+	if s.admin == nil {
+		return ""
+	}
+	return s.admin.Addr()
+}
+
+// Ready reports whether the server accepts new connections.
+func (s *Server) Ready() bool { return !s.draining.Load() }
+
+func (s *Server) tickNow() int64 { return int64(time.Since(s.start) / wheelTick) }
+
+// Run serves until ctx is cancelled, then drains (see Drain) and returns.
+func (s *Server) Run(ctx context.Context) error {
+	addr, hold, err := reservePort(s.cfg.Listen)
+	if err != nil {
+		return err
+	}
+	s.addr = addr
+	if s.cfg.Admin != "" {
+		s.admin, err = metrics.StartAdmin(s.cfg.Admin, s.m, s.Ready, nil)
+		if err != nil {
+			unix.Close(hold)
+			return err
+		}
+	}
+	s.log.Info("limits",
+		"nofile_soft", s.limits.NoFileSoft, "nofile_hard", s.limits.NoFileHard,
+		"somaxconn", s.limits.Somaxconn, "port_range", fmt.Sprintf("%d-%d", s.limits.PortLow, s.limits.PortHigh),
+		"max_conns", s.maxConns,
+		"note", "connections beyond max_conns are refused with 503; raise RLIMIT_NOFILE (hard) to hold more")
+
+	runErr := make(chan error, 1)
+	go func() {
+		runErr <- gnet.Run(s, "tcp://"+addr,
+			gnet.WithMulticore(true),
+			gnet.WithNumEventLoop(s.cfg.Loops),
+			// Each loop accepts on its own SO_REUSEPORT listener, so accept
+			// and OnOpen run back to back on one goroutine and the fd
+			// ceiling in OnOpen is exact (see DESIGN.md, "File limits").
+			gnet.WithReusePort(true),
+			gnet.WithTicker(true),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithLogger(gnetLogger{s.log}),
+		)
+	}()
+	select {
+	case <-s.booted:
+	case err := <-runErr:
+		unix.Close(hold)
+		return fmt.Errorf("engine: %w", err)
+	}
+	unix.Close(hold)
+	adminAddr := ""
+	if s.admin != nil {
+		adminAddr = s.admin.Addr()
+	}
+	s.log.Info("listening", "ws", addr, "admin", adminAddr, "path", s.cfg.Path,
+		"loops", s.cfg.Loops, "echo", s.cfg.Echo)
+
+	select {
+	case <-ctx.Done():
+	case err := <-runErr:
+		return fmt.Errorf("engine stopped: %w", err)
+	}
+	s.Drain()
+	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.eng.Stop(stopCtx); err != nil {
+		s.log.Warn("engine stop", "err", err)
+	}
+	<-runErr
+	if s.admin != nil {
+		_ = s.admin.Close(stopCtx)
+	}
+	s.log.Info("stopped", "open", s.m.Open())
+	return nil
+}
+
+// Drain stops accepting (new connections get 503), marks the server not
+// ready, sends close 1001 to every connection spread over DrainGrace and
+// waits until they are gone or the close timeout after the grace expires.
+func (s *Server) Drain() {
+	s.draining.Store(true)
+	start := time.Now()
+	s.log.Info("draining", "connections", s.m.Open(), "grace", s.cfg.DrainGrace.String())
+	for _, l := range *s.list.Load() {
+		_ = l.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			l.startDrain()
+			return nil
+		}))
+	}
+	deadline := start.Add(s.cfg.DrainGrace + s.cfg.CloseTimeout + time.Second)
+	for s.m.Open() > 0 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond) // a shutdown poll, not a test synchronisation
+	}
+	s.log.Info("drained", "left", s.m.Open(), "took", time.Since(start).Round(time.Millisecond))
+}
+
+// OnBoot implements gnet.EventHandler.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	close(s.booted)
+	return gnet.None
+}
+
+// OnTick runs on gnet's ticker goroutine: it only posts a tick to each loop.
+func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	for _, l := range *s.list.Load() {
+		_ = l.el.Execute(context.Background(), l.tickFn)
+	}
+	return tickInterval, gnet.None
+}
+
+func (s *Server) loopFor(el gnet.EventLoop) *loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.loops[el]
+	if l == nil {
+		l = newLoop(s, el)
+		s.loops[el] = l
+		list := append(append([]*loop{}, *s.list.Load()...), l)
+		s.list.Store(&list)
+	}
+	return l
+}
+
+var (
+	respDraining = httpError(http.StatusServiceUnavailable, "server draining")
+	respCeiling  = httpError(http.StatusServiceUnavailable, "connection limit reached")
+	respTooLarge = httpError(http.StatusRequestHeaderFieldsTooLarge, "request header over 8 KiB")
+)
+
+// OnOpen implements gnet.EventHandler. It runs on the loop goroutine right
+// after accept.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	s.m.Accepted.Inc()
+	if s.draining.Load() {
+		s.m.RejectedDraining.Inc()
+		return respDraining, gnet.Close
+	}
+	if s.m.AddOpen(1) > s.maxConns {
+		s.m.AddOpen(-1)
+		s.m.RejectedCeiling.Inc()
+		return respCeiling, gnet.Close
+	}
+	l := s.loopFor(gc.EventLoop())
+	c := &conn{gc: gc, loop: l, lastSeen: l.wheel.now, opened: l.wheel.now}
+	gc.SetContext(c)
+	l.conns++
+	l.wheel.add(c, l.wheel.now+l.hsTicks)
+	return nil, gnet.None
+}
+
+// OnClose implements gnet.EventHandler.
+func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None // refused in OnOpen
+	}
+	l := c.loop
+	if c.state != stateHandshake {
+		l.tally.closed++
+	}
+	c.state = stateClosed
+	l.wheel.remove(c)
+	c.parser.Reset()
+	l.conns--
+	s.m.AddOpen(-1)
+	gc.SetContext(nil)
+	return gnet.None
+}
+
+// OnTraffic implements gnet.EventHandler: the handshake, then frames.
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	l := c.loop
+	buf, _ := gc.Peek(-1)
+	c.lastSeen, c.pinged = l.wheel.now, false
+	if c.broken {
+		l.tally.bytesIn += uint64(len(buf))
+		_, _ = gc.Discard(-1)
+		return gnet.None
+	}
+	off := 0
+	if c.state == stateHandshake {
+		end := requestEnd(buf, int(c.hsScan))
+		if end == 0 || end > maxRequestHeader {
+			if len(buf) >= maxRequestHeader {
+				l.tally.hsFailed++
+				_, _ = gc.Write(respTooLarge)
+				return gnet.Close
+			}
+			c.hsScan = uint16(len(buf))
+			return gnet.None
+		}
+		resp, hs, err := l.up.upgrade(buf[:end])
+		if !c.write(resp) || err != nil {
+			l.tally.hsFailed++
+			return gnet.Close
+		}
+		l.tally.hsOK++
+		c.protocol = hs.Protocol == Subprotocol
+		c.state = stateOpen
+		l.wheel.reschedule(c, c.lastSeen+l.pingTicks)
+		off = end
+	}
+	n, err := c.parser.Parse(buf[off:], s.cfg.MaxMessage, c)
+	off += n
+	l.tally.bytesIn += uint64(off)
+	if c.state == stateClosed {
+		return gnet.None
+	}
+	if off > 0 {
+		_, _ = gc.Discard(off) // Discard(0) would drop everything buffered
+	}
+	if err == nil {
+		return gnet.None
+	}
+	var fe *frame.Error
+	if errors.As(err, &fe) {
+		l.tally.protoErrors++
+		c.startClose(fe.Code, fe.Reason, true)
+		if c.state == stateClosing {
+			_, _ = gc.Discard(-1)
+			return gnet.None
+		}
+	}
+	return gnet.Close
+}
+
+// rejectApp stands in for the channel protocol until it is wired in: it
+// refuses data messages outside echo mode.
+type rejectApp struct{}
+
+func (rejectApp) OnMessage(c *conn, _ frame.OpCode, _ []byte) error {
+	c.startClose(frame.CloseUnsupported, "no application protocol on this server", false)
+	return nil
+}
+
+// reservePort resolves a ":0" port before gnet binds one SO_REUSEPORT
+// listener per loop (each would otherwise get its own random port). It binds
+// a socket with SO_REUSEPORT, without listening, to hold the port; the caller
+// closes hold once gnet's listeners are up.
+func reservePort(listen string) (addr string, hold int, err error) {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "", -1, err
+	}
+	ip := net.ParseIP(host)
+	if host == "" {
+		ip = net.IPv4zero
+	}
+	if ip == nil {
+		ips, err := net.LookupIP(host)
+		if err != nil || len(ips) == 0 {
+			return "", -1, fmt.Errorf("engine: listen host %q: %v", host, err)
+		}
+		ip = ips[0]
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", -1, fmt.Errorf("engine: listen port %q: %w", port, err)
+	}
+	family, sa := unix.AF_INET, unix.Sockaddr(nil)
+	if ip4 := ip.To4(); ip4 != nil {
+		a := &unix.SockaddrInet4{Port: p}
+		copy(a.Addr[:], ip4)
+		sa = a
+	} else {
+		family = unix.AF_INET6
+		a := &unix.SockaddrInet6{Port: p}
+		copy(a.Addr[:], ip.To16())
+		sa = a
+	}
+	fd, err := unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return "", -1, fmt.Errorf("engine: socket: %w", err)
+	}
+	if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEPORT, 1); err != nil {
+		unix.Close(fd)
+		return "", -1, fmt.Errorf("engine: SO_REUSEPORT: %w", err)
+	}
+	if err := unix.Bind(fd, sa); err != nil {
+		unix.Close(fd)
+		return "", -1, fmt.Errorf("engine: bind %s: %w", listen, err)
+	}
+	got, err := unix.Getsockname(fd)
+	if err != nil {
+		unix.Close(fd)
+		return "", -1, err
+	}
+	switch a := got.(type) {
+	case *unix.SockaddrInet4:
+		p = a.Port
+	case *unix.SockaddrInet6:
+		p = a.Port
+	}
+	return net.JoinHostPort(ip.String(), strconv.Itoa(p)), fd, nil
+}
+
+// gnetLogger sends gnet's own log lines to slog.
+type gnetLogger struct{ l *slog.Logger }
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "src", "gnet") }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "src", "gnet") }
