@@ -1,0 +1,240 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"os"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// childEnv makes the test binary act as a bench child process, so tests can
+// run multi-process benches without building wsedge.
+const childEnv = "WSEDGE_BENCH_TEST_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) == "1" {
+		if err := RunChild(context.Background(), os.Stdin, os.Stdout); err != nil {
+			os.Stderr.WriteString("bench test child: " + err.Error() + "\n")
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+func TestHistogramMergeAcrossProcesses(t *testing.T) {
+	// Three "processes" record disjoint samples; their encoded histograms
+	// travel through the JSON messages and must merge into exactly the
+	// histogram of all samples.
+	rng := rand.New(rand.NewPCG(1, 2))
+	all := newHist()
+	var encoded []string
+	for p := 0; p < 3; p++ {
+		h := newHist()
+		for i := 0; i < 20000; i++ {
+			v := int64(rng.ExpFloat64()*float64(200*time.Microsecond)) + int64(p)*int64(time.Millisecond)
+			record(h, v)
+			record(all, v)
+		}
+		line, err := json.Marshal(message{Type: msgDone, Lat: encodeHist(h)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m message
+		if err := json.Unmarshal(line, &m); err != nil {
+			t.Fatal(err)
+		}
+		encoded = append(encoded, m.Lat)
+	}
+	merged, err := mergeEncoded(encoded...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !merged.Equals(all) {
+		t.Fatalf("merged histogram differs: count %d vs %d, p99 %d vs %d",
+			merged.TotalCount(), all.TotalCount(), merged.ValueAtQuantile(99), all.ValueAtQuantile(99))
+	}
+	if got, want := summarize(merged), summarize(all); got != want {
+		t.Fatalf("summary %+v, want %+v", got, want)
+	}
+}
+
+func TestRecordClamps(t *testing.T) {
+	h := newHist()
+	record(h, -5)
+	record(h, 10*histHighest)
+	if h.TotalCount() != 2 {
+		t.Fatalf("count = %d, want 2 (out-of-range samples kept)", h.TotalCount())
+	}
+	if h.Max() < histHighest {
+		t.Fatalf("max = %d, want >= %d", h.Max(), int64(histHighest))
+	}
+}
+
+func TestPacerRate(t *testing.T) {
+	// 50 senders at 100/s for 2 s of simulated time, woken at irregular
+	// intervals up to 7 ms: every sender keeps its rate exactly (open loop),
+	// and lateness never exceeds the longest gap between wakeups.
+	const (
+		senders = 50
+		period  = int64(10 * time.Millisecond)
+		span    = int64(2 * time.Second)
+		maxGap  = int64(7 * time.Millisecond)
+	)
+	var p pacer
+	items := make([]*pacedItem, senders)
+	counts := map[*pacedItem]int{}
+	for i := range items {
+		items[i] = &pacedItem{idx: -1, period: period, next: int64(i) * period / senders}
+		p.push(items[i])
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	var maxLate int64
+	now := int64(0)
+	for now < span {
+		now += 1 + rng.Int64N(maxGap)
+		if now >= span {
+			now = span - 1
+		}
+		p.due(now, func(it *pacedItem, late int64) {
+			counts[it]++
+			maxLate = max(maxLate, late)
+		})
+		if now == span-1 {
+			break
+		}
+	}
+	for i, it := range items {
+		want := int((span-1-int64(i)*period/senders)/period) + 1
+		if counts[it] != want {
+			t.Fatalf("sender %d sent %d, want %d", i, counts[it], want)
+		}
+	}
+	if maxLate >= maxGap {
+		t.Fatalf("max lateness %v, want < %v", time.Duration(maxLate), time.Duration(maxGap))
+	}
+	// Removing a sender stops it; the heap stays ordered.
+	p.remove(items[7])
+	p.remove(items[7])
+	if p.len() != senders-1 || items[7].idx != -1 {
+		t.Fatalf("remove: len %d idx %d", p.len(), items[7].idx)
+	}
+	last := int64(-1)
+	for p.len() > 0 {
+		it := p.peek()
+		if it.next < last {
+			t.Fatalf("heap out of order: %d after %d", it.next, last)
+		}
+		last = it.next
+		p.remove(it)
+	}
+}
+
+func TestShare(t *testing.T) {
+	for _, tc := range []struct{ n, k int }{{10, 3}, {19000, 2}, {1, 4}, {0, 2}} {
+		sum := 0
+		for i := 0; i < tc.k; i++ {
+			s := share(tc.n, i, tc.k)
+			if s < tc.n/tc.k || s > tc.n/tc.k+1 {
+				t.Fatalf("share(%d, %d, %d) = %d", tc.n, i, tc.k, s)
+			}
+			sum += s
+		}
+		if sum != tc.n {
+			t.Fatalf("shares of %d over %d sum to %d", tc.n, tc.k, sum)
+		}
+	}
+}
+
+func TestResultJSONRoundTrip(t *testing.T) {
+	h := newHist()
+	for i := int64(1); i <= 1000; i++ {
+		record(h, i*int64(time.Microsecond))
+	}
+	r := &Result{
+		Label: "wsedge", Mode: ModeBroadcast, URL: "ws://127.0.0.1:1/ws", Command: "wsedge bench broadcast",
+		Date: time.Date(2026, 11, 25, 15, 0, 0, 0, time.UTC), Machine: machine(),
+		Conns: 10, Procs: 2, Loops: 1, Rate: 10, Size: 64, Duration: 1.5,
+		Stats:     Stats{Connected: 11, Sent: 15, Received: 150, Unique: 150, Subscribed: 10, PublishOK: 15, LastError: "x"},
+		Published: 15, Expected: 150, Latency: summarize(h), LatencyHist: encodeHist(h),
+		Server: &ServerStats{PID: 1, RSSBefore: 1 << 20, RSSAfter: 2 << 20, RSSPerConn: 1024, Threads: 4, Goroutines: -1},
+	}
+	var buf bytes.Buffer
+	if err := r.WriteJSON(&buf); err != nil {
+		t.Fatal(err)
+	}
+	// Two objects back to back and an array: all are read.
+	text := buf.String()
+	in := text + text + "[" + text + "," + text + "]"
+	rs, err := ReadResults(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 4 {
+		t.Fatalf("read %d results, want 4", len(rs))
+	}
+	for _, got := range rs {
+		if !reflect.DeepEqual(got, r) {
+			t.Fatalf("round trip differs:\n got %+v\nwant %+v", got, r)
+		}
+	}
+	back, err := decodeHist(rs[0].LatencyHist)
+	if err != nil || !back.Equals(h) {
+		t.Fatalf("histogram did not survive the round trip: %v", err)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		edit  func(*Config)
+		field string // "" = valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"remote refused", func(c *Config) { c.URL = "ws://10.1.2.3:80/ws" }, "allow-remote"},
+		{"remote allowed", func(c *Config) { c.URL = "ws://10.1.2.3:80/ws"; c.AllowRemote = true }, ""},
+		{"wss", func(c *Config) { c.URL = "wss://127.0.0.1:80/ws" }, "url"},
+		{"too many per proc", func(c *Config) { c.Conns = 19000 * 2 }, "--procs 2"},
+		{"spread", func(c *Config) { c.Conns = 38000; c.Procs = 2 }, ""},
+		{"echo too small", func(c *Config) { c.Size = 8 }, "size"},
+		{"no duration", func(c *Config) { c.Duration = 0 }, "duration"},
+		{"too long", func(c *Config) { c.Duration = 2 * time.Hour }, "duration"},
+		{"ingest", func(c *Config) { c.Mode = ModeIngest }, "not available yet"},
+		{"unknown mode", func(c *Config) { c.Mode = "x" }, "mode"},
+		{"broadcast rate", func(c *Config) { c.Mode = ModeBroadcast; c.Rate = 0 }, "rate"},
+		{"channel", func(c *Config) { c.Mode = ModeBroadcast; c.Channel = "nocolon" }, "channel"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Defaults()
+			tc.edit(&cfg)
+			err := cfg.Validate()
+			switch {
+			case tc.field == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tc.field != "" && (err == nil || !strings.Contains(err.Error(), tc.field)):
+				t.Fatalf("error %v, want one naming %q", err, tc.field)
+			}
+		})
+	}
+}
+
+func TestPublishPadding(t *testing.T) {
+	for _, size := range []int{0, 10, 64, 1024} {
+		now := time.Now().UnixNano()
+		pad := publishPadding(size, now, 12345)
+		data := `{"t":` + itoa(now) + `,"s":12345,"p":"` + strings.Repeat("x", pad) + `"}`
+		if size > 40 && len(data) != size {
+			t.Fatalf("size %d: data is %d bytes", size, len(data))
+		}
+		if !json.Valid([]byte(data)) {
+			t.Fatalf("invalid JSON %s", data)
+		}
+	}
+}
+
+func itoa(v int64) string { b, _ := json.Marshal(v); return string(b) }
