@@ -55,3 +55,9 @@ autobahn: build
 
 clean:
 	rm -rf bin
+
+# Side-by-side matrix of wsedge against the peer servers in bench/peers (one
+# server at a time; takes several minutes). Writes bench/peers/results/table.md.
+.PHONY: bench-peers
+bench-peers:
+	bench/peers/run.sh

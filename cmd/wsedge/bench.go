@@ -16,6 +16,7 @@ import (
 
 const benchUsage = `usage: wsedge bench <idle|echo|broadcast|connect> [flags]
        wsedge bench plot -o out.svg|out.png result.json...
+       wsedge bench table result.json...     (markdown, one row per --label)
 
 Runs a bounded load against a WebSocket server and prints HDR latency
 percentiles. Loopback targets only unless --allow-remote.
@@ -44,8 +45,11 @@ func runBench(args []string) int {
 		fmt.Fprint(os.Stderr, benchUsage)
 		return 2
 	}
-	if args[0] == "plot" {
+	switch args[0] {
+	case "plot":
 		return runBenchPlot(args[1:])
+	case "table":
+		return runBenchTable(args[1:])
 	}
 	cfg := bench.Defaults()
 	cfg.Mode = bench.Mode(args[0])
@@ -166,4 +170,20 @@ func writePlotTitled(path string, rs []*bench.Result, title string) error {
 		err = cerr
 	}
 	return err
+}
+
+func runBenchTable(args []string) int {
+	if len(args) == 0 {
+		fmt.Fprintln(os.Stderr, "wsedge bench table: name one or more result JSON files (from --json)")
+		return 2
+	}
+	rs, err := bench.ReadResultFiles(args...)
+	if err == nil {
+		err = bench.WriteTable(os.Stdout, rs)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "wsedge bench table:", err)
+		return 1
+	}
+	return 0
 }
