@@ -4,9 +4,17 @@ import (
 	"errors"
 	"fmt"
 	"html"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
 	"io"
 	"math"
 	"strings"
+
+	"golang.org/x/image/font"
+	"golang.org/x/image/font/basicfont"
+	"golang.org/x/image/math/fixed"
 )
 
 // The plot is the usual HDR "latency by percentile distribution": the x axis
@@ -161,5 +169,79 @@ func PlotSVG(w io.Writer, rs []*Result, title string) error {
 
 // PlotPNG writes the same plot as a PNG image.
 func PlotPNG(w io.Writer, rs []*Result, title string) error {
-	return errors.New("bench: PNG output is not built yet; use .svg")
+	ss, nines, err := plotSeries(rs)
+	if err != nil {
+		return err
+	}
+	ymax := 0.0
+	for _, s := range ss {
+		for _, y := range s.ys {
+			ymax = math.Max(ymax, y)
+		}
+	}
+	top, step := niceMax(ymax)
+	iw, ih := float64(plotW-padL-padR), float64(plotH-padT-padB)
+	px := func(x float64) float64 { return padL + x/nines*iw }
+	py := func(y float64) float64 { return padT + ih - y/top*ih }
+	if title == "" {
+		title = "Latency by percentile"
+	}
+	img := image.NewRGBA(image.Rect(0, 0, plotW, plotH))
+	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
+	grid := color.RGBA{0xdd, 0xdd, 0xdd, 0xff}
+	ink := color.RGBA{0x22, 0x22, 0x22, 0xff}
+	text := func(x, y int, s string, align int) { // align: 0 left, 1 centre, 2 right
+		d := font.Drawer{Dst: img, Src: image.NewUniform(ink), Face: basicfont.Face7x13}
+		wd := d.MeasureString(s).Round()
+		d.Dot = fixed.P(x-wd*align/2, y)
+		d.DrawString(s)
+	}
+	text(padL, 30, title, 0)
+	for y := 0.0; y <= top+step/2; y += step {
+		line(img, padL, py(y), plotW-padR, py(y), grid, 1)
+		text(padL-6, int(py(y))+4, fmtMs(y), 2)
+	}
+	for n := 0; n <= int(nines); n++ {
+		x := px(float64(n))
+		line(img, x, padT, x, plotH-padB, grid, 1)
+		text(int(x), plotH-padB+18, ninesLabel(n), 1)
+	}
+	for _, r := range [][4]float64{{padL, padT, plotW - padR, padT}, {padL, plotH - padB, plotW - padR, plotH - padB},
+		{padL, padT, padL, plotH - padB}, {plotW - padR, padT, plotW - padR, plotH - padB}} {
+		line(img, r[0], r[1], r[2], r[3], ink, 1)
+	}
+	text(padL+int(iw/2), plotH-padB+38, "percentile", 1)
+	text(8, padT-8, "latency", 0)
+	for i, s := range ss {
+		col := parseHex(palette[i%len(palette)])
+		for k := 1; k < len(s.xs); k++ {
+			line(img, px(s.xs[k-1]), py(s.ys[k-1]), px(s.xs[k]), py(s.ys[k]), col, 2)
+		}
+		lx := padL + (i%3)*260
+		ly := plotH - padB + 62 + (i/3)*20
+		line(img, float64(lx), float64(ly-4), float64(lx+24), float64(ly-4), col, 3)
+		text(lx+30, ly, s.label, 0)
+	}
+	return png.Encode(w, img)
+}
+
+// line draws from (x0,y0) to (x1,y1) with a square brush of width wd.
+func line(img *image.RGBA, x0, y0, x1, y1 float64, c color.RGBA, wd int) {
+	n := int(math.Max(math.Abs(x1-x0), math.Abs(y1-y0))) + 1
+	for i := 0; i <= n; i++ {
+		t := float64(i) / float64(n)
+		x := int(math.Round(x0 + (x1-x0)*t))
+		y := int(math.Round(y0 + (y1-y0)*t))
+		for dx := 0; dx < wd; dx++ {
+			for dy := 0; dy < wd; dy++ {
+				img.SetRGBA(x+dx-wd/2, y+dy-wd/2, c)
+			}
+		}
+	}
+}
+
+func parseHex(s string) color.RGBA {
+	var r, g, b uint8
+	_, _ = fmt.Sscanf(s, "#%02x%02x%02x", &r, &g, &b)
+	return color.RGBA{r, g, b, 0xff}
 }
