@@ -49,8 +49,10 @@ server_cmd() { # name [--echo]
 	esac
 }
 
+STARTS=0
 start() { # name [--echo]: starts a server, sets SPID, WS, ADMIN
-	local log="$BIN/$1.log" line=""
+	STARTS=$((STARTS + 1))
+	local log="$BIN/$1.$STARTS.log" line=""
 	# shellcheck disable=SC2046
 	$(server_cmd "$@") 2>"$log" &
 	SPID=$!
