@@ -238,3 +238,22 @@ func TestPublishPadding(t *testing.T) {
 }
 
 func itoa(v int64) string { b, _ := json.Marshal(v); return string(b) }
+
+func TestParseProc(t *testing.T) {
+	ps, err := parseProcStatus([]byte("Name:\twsedge\nVmRSS:\t   12345 kB\nThreads:\t7\n"))
+	if err != nil || ps.RSS != 12345<<10 || ps.Threads != 7 {
+		t.Fatalf("status: %+v %v", ps, err)
+	}
+	if _, err := parseProcStatus([]byte("Name:\tx\n")); err == nil {
+		t.Fatal("status without VmRSS accepted")
+	}
+	// comm may contain spaces and parentheses.
+	stat := "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 250 150 0 0 20 0 3 0 1 1 1"
+	cpu, err := parseStatCPU([]byte(stat))
+	if err != nil || cpu != 4*time.Second {
+		t.Fatalf("stat cpu = %v %v, want 4s", cpu, err)
+	}
+	if _, err := readCPU(os.Getpid()); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -50,6 +50,9 @@ type Result struct {
 	// that divided by the connections open.
 	ClientRSS        int64   `json:"client_rss_bytes"`
 	ClientRSSPerConn float64 `json:"client_rss_per_conn_bytes"`
+	// ClientCPU is the bench processes' CPU use over the measured phase
+	// and drain, in percent of one core.
+	ClientCPU float64 `json:"client_cpu_percent"`
 
 	LatencyHist string `json:"latency_hist"`
 }
@@ -64,6 +67,9 @@ type ServerStats struct {
 	Threads    int64   `json:"threads"`
 	// Goroutines from the server's /metrics (go_goroutines); -1 if unknown.
 	Goroutines int64 `json:"goroutines"`
+	// CPU is the server's CPU use over the measured phase, in percent of
+	// one core.
+	CPU float64 `json:"cpu_percent"`
 }
 
 // WriteJSON writes r as indented JSON.
@@ -199,10 +205,10 @@ func (r *Result) WriteSummary(w io.Writer) {
 		if sv.Goroutines >= 0 {
 			g = fmt.Sprint(sv.Goroutines)
 		}
-		fmt.Fprintf(&b, "  server      pid %d  RSS %s → %s  (%s per conn)  threads %d  goroutines %s\n",
-			sv.PID, fmtBytes(float64(sv.RSSBefore)), fmtBytes(float64(sv.RSSAfter)), fmtBytes(sv.RSSPerConn), sv.Threads, g)
+		fmt.Fprintf(&b, "  server      pid %d  RSS %s → %s  (%s per conn)  threads %d  goroutines %s  CPU %.0f%%\n",
+			sv.PID, fmtBytes(float64(sv.RSSBefore)), fmtBytes(float64(sv.RSSAfter)), fmtBytes(sv.RSSPerConn), sv.Threads, g, sv.CPU)
 	}
-	fmt.Fprintf(&b, "  client      RSS %s  (%s per conn)\n", fmtBytes(float64(r.ClientRSS)), fmtBytes(r.ClientRSSPerConn))
+	fmt.Fprintf(&b, "  client      RSS %s  (%s per conn)  CPU %.0f%%\n", fmtBytes(float64(r.ClientRSS)), fmtBytes(r.ClientRSSPerConn), r.ClientCPU)
 	if s.LastError != "" {
 		fmt.Fprintf(&b, "  last error  %s\n", s.LastError)
 	}

@@ -61,6 +61,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		}
 	}
 
+	var serverCPU0 time.Duration
 	r := runState{cfg: &cfg, res: res, progress: progress, stats: make([]Stats, cfg.Procs),
 		ilat: make([]string, cfg.Procs), done: make([]*message, cfg.Procs), began: time.Now()}
 	ticker := time.NewTicker(time.Second)
@@ -85,7 +86,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		case <-deadline:
 			deadline = nil
 			r.sampleServer()
+			if res.Server != nil {
+				if cpu, err := readCPU(res.Server.PID); err == nil {
+					res.Server.CPU = 100 * (cpu - serverCPU0).Seconds() / time.Since(started).Seconds()
+				}
+			}
 			res.Duration = time.Since(started).Seconds()
+			r.stopped = time.Now()
 			sendAll(message{Type: msgStop})
 		case m := <-events:
 			switch m.Type {
@@ -97,6 +104,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				ready++
 				if ready == cfg.Procs {
 					started = time.Now()
+					if res.Server != nil {
+						serverCPU0, _ = readCPU(res.Server.PID)
+					}
 					r.phase = "run"
 					r.mark(started)
 					sendAll(message{Type: msgStart})
@@ -106,6 +116,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				res.Published = m.N
 				sendAll(message{Type: msgExpect, N: m.N})
 			case msgDone:
+				if !r.stopped.IsZero() {
+					r.drain = time.Since(r.stopped)
+				}
 				mm := m
 				r.done[m.Worker] = &mm
 			case msgError:
@@ -151,6 +164,8 @@ type runState struct {
 	done     []*message
 	last     Stats
 	lastAt   time.Time
+	stopped  time.Time     // when the measured phase ended
+	drain    time.Duration // from then until the last worker finished
 }
 
 func (r *runState) mark(t time.Time) {
@@ -220,6 +235,7 @@ func (r *runState) finish() error {
 	res := r.res
 	lat, conn, lag := newHist(), newHist(), newHist()
 	var grown int64
+	var cpu float64
 	for i, m := range r.done {
 		if m == nil {
 			return fmt.Errorf("bench: worker %d sent no result", i)
@@ -227,6 +243,7 @@ func (r *runState) finish() error {
 		res.Stats.add(m.Stats)
 		res.ClientRSS += m.RSS
 		grown += m.RSS - m.RSSBase
+		cpu += m.CPU
 		for _, p := range []struct {
 			dst *hdr.Histogram
 			enc string
@@ -247,6 +264,7 @@ func (r *runState) finish() error {
 	if res.Duration == 0 {
 		res.Duration = r.cfg.Duration.Seconds()
 	}
+	res.ClientCPU = 100 * cpu / (res.Duration + r.drain.Seconds())
 	s := res.Stats
 	switch r.cfg.Mode {
 	case ModeEcho:

@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
@@ -39,6 +40,9 @@ type message struct {
 	// connections open, RSSBase the same before it dialed (done only).
 	RSS     int64 `json:"rss,omitempty"`
 	RSSBase int64 `json:"rss_base,omitempty"`
+	// CPU is the CPU time the worker process used in the measured phase and
+	// drain, in seconds (done only).
+	CPU float64 `json:"cpu_s,omitempty"`
 	// Spec is the child's assignment, in the first line the parent sends.
 	Spec *childSpec `json:"spec,omitempty"`
 }
@@ -217,6 +221,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 			started = m.Type == msgStart
 		}
 	}
+	cpu0, _ := readCPU(os.Getpid())
 	w.each(func(l *loop) { l.start() })
 	progress(true)
 	guard := time.NewTimer(cfg.Duration + 30*time.Second)
@@ -308,6 +313,9 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	})
 	final.Lat, final.Conn, final.Lag = encodeHist(lat), encodeHist(conn), encodeHist(lag)
 	final.RSS, final.RSSBase = readSelfRSS(), rssBase
+	if cpu1, err := readCPU(os.Getpid()); err == nil {
+		final.CPU = (cpu1 - cpu0).Seconds()
+	}
 	final.N = expect
 	if !send(final) {
 		return ctx.Err()
