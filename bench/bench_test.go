@@ -257,3 +257,40 @@ func TestParseProc(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestTableAndPlot(t *testing.T) {
+	mk := func(label string, mode Mode, conns int, rate float64, lat int64) *Result {
+		h := newHist()
+		for i := int64(1); lat > 0 && i <= 200; i++ {
+			record(h, lat*i/100)
+		}
+		return &Result{Label: label, Mode: mode, Conns: conns, Rate: rate, Size: 1024, Latency: summarize(h),
+			LatencyHist: encodeHist(h), Command: "wsedge bench " + string(mode), Machine: machine(),
+			Server: &ServerStats{RSSPerConn: 900, Threads: 5, Goroutines: 9}}
+	}
+	rs := []*Result{
+		mk("wsedge", ModeIdle, 10000, 0, 0), mk("wsedge", ModeEcho, 1000, 10, 100_000),
+		mk("nbio", ModeIdle, 10000, 0, 0), mk("nbio", ModeEcho, 1000, 10, 300_000),
+	}
+	var b strings.Builder
+	if err := WriteTable(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	out := b.String()
+	for _, want := range []string{"| server | RSS / idle conn @ 10k | threads / goroutines @ 10k idle | echo p50 / p99 / p99.9 (1k conns × 10/s × 1 KiB) |",
+		"| wsedge | 900 B | 5 / 9 |", "| nbio |", "Machine:", "wsedge bench echo"} {
+		if !strings.Contains(out, want) {
+			t.Fatalf("table lacks %q:\n%s", want, out)
+		}
+	}
+	var svg, png bytes.Buffer
+	if err := PlotSVG(&svg, rs, "t"); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(svg.String(), "<polyline"); n != 2 {
+		t.Fatalf("svg has %d curves, want 2 (idle runs have no latency)", n)
+	}
+	if err := PlotPNG(&png, rs, "t"); err != nil || !bytes.HasPrefix(png.Bytes(), []byte("\x89PNG")) {
+		t.Fatalf("png: %v", err)
+	}
+}

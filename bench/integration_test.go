@@ -2,7 +2,9 @@ package bench
 
 import (
 	"bytes"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"testing"
 )
 
@@ -23,8 +25,9 @@ func TestAgainstWsedge(t *testing.T) {
 
 	t.Run("cli", func(t *testing.T) {
 		// The command line end to end: flags, child processes, JSON output.
+		plot := filepath.Join(t.TempDir(), "latency.png")
 		cmd := exec.Command(bin, "bench", "echo", "--url", "ws://"+echo.ws+"/ws", "--conns", "20",
-			"--procs", "2", "--rate", "10", "--size", "64", "--duration", "500ms", "--json")
+			"--procs", "2", "--rate", "10", "--size", "64", "--duration", "500ms", "--json", "--plot", plot)
 		b, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("wsedge bench: %v\n%s", err, b)
@@ -36,6 +39,10 @@ func TestAgainstWsedge(t *testing.T) {
 		r := rs[0]
 		if r.Procs != 2 || r.Stats.Connected != 20 || r.Missing != 0 || r.Stats.Errors != 0 || r.Latency.Count == 0 {
 			t.Fatalf("cli result: %+v", r)
+		}
+		png, err := os.ReadFile(plot)
+		if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+			t.Fatalf("--plot wrote no PNG: %v", err)
 		}
 	})
 }

@@ -122,8 +122,12 @@ func WriteTable(w io.Writer, rs []*Result) error {
 	fmt.Fprintf(&b, "\nFailures and client health per run (a figure is only valid if these are clean):\n\n")
 	for _, r := range rs {
 		s := r.Stats
-		fmt.Fprintf(&b, "- %s %s: connected %d, failed %d, dropped %d, errors %d, missing %d, client lag p99 %s, client RSS/conn %s\n",
-			r.Label, runName(r), s.Connected, s.ConnectFailed, s.Dropped, s.Errors, r.Missing, fmtUs(r.ClientLag.P99), fmtBytes(r.ClientRSSPerConn))
+		srv := ""
+		if r.Server != nil {
+			srv = fmt.Sprintf(", server CPU %.0f%%", r.Server.CPU)
+		}
+		fmt.Fprintf(&b, "- %s %s: connected %d, failed %d, dropped %d, errors %d, missing %d%s; client CPU %.0f%%, lag p99 %s, RSS/conn %s\n",
+			r.Label, runName(r), s.Connected, s.ConnectFailed, s.Dropped, s.Errors, r.Missing, srv, r.ClientCPU, fmtUs(r.ClientLag.P99), fmtBytes(r.ClientRSSPerConn))
 	}
 	fmt.Fprintf(&b, "\nCommands:\n\n```\n")
 	for _, r := range rs {
