@@ -29,6 +29,31 @@ type Config struct {
 	// empty accepts any (and requests without Origin are always accepted:
 	// only browsers send it).
 	AllowedOrigins []string `yaml:"allowed_origins"`
+
+	// Outbound bounds per connection: publications wait in a connection's
+	// queue while the socket is busy; over either bound the slow-consumer
+	// policy applies: "close" (close 1013) or "lag" (drop, then tell the
+	// client with a lagged push so it recovers from history).
+	MaxOutboundBytes    int    `yaml:"max_outbound_bytes"`
+	MaxOutboundMessages int    `yaml:"max_outbound_messages"`
+	SlowConsumer        string `yaml:"slow_consumer"`
+	// RecoveryMax caps the publications in one subscribe-recovery or
+	// history reply.
+	RecoveryMax int `yaml:"recovery_max"`
+
+	// Namespaces are the channel namespaces clients may use; a channel
+	// "ns:name" in an unknown namespace is refused with 404.
+	Namespaces []Namespace `yaml:"namespaces"`
+}
+
+// Namespace holds the options of the channels "name:*".
+type Namespace struct {
+	Name        string        `yaml:"name"`
+	HistorySize int           `yaml:"history_size"` // publications kept per channel; 0: no history, no offsets
+	HistoryTTL  time.Duration `yaml:"history_ttl"`  // how long each is kept
+	Presence    bool          `yaml:"presence"`     // track who is subscribed
+	JoinLeave   bool          `yaml:"join_leave"`   // push join/leave events to subscribers
+	Publish     bool          `yaml:"publish"`      // clients may publish
 }
 
 // DefaultConfig returns the configuration `wsedge serve` runs with when
@@ -44,6 +69,16 @@ func DefaultConfig() Config {
 		HandshakeTimeout: 5 * time.Second,
 		CloseTimeout:     2 * time.Second,
 		DrainGrace:       10 * time.Second,
+
+		MaxOutboundBytes:    256 << 10,
+		MaxOutboundMessages: 4096,
+		SlowConsumer:        "close",
+		RecoveryMax:         1000,
+		Namespaces: []Namespace{
+			{Name: "chat", HistorySize: 100, HistoryTTL: 5 * time.Minute, Presence: true, JoinLeave: true, Publish: true},
+			{Name: "bench", HistorySize: 16, HistoryTTL: time.Minute, Publish: true},
+			{Name: "user", HistorySize: 50, HistoryTTL: 10 * time.Minute},
+		},
 	}
 }
 
@@ -83,6 +118,42 @@ func (c *Config) Validate() error {
 		return bad("close-timeout", "%v is under 100ms", c.CloseTimeout)
 	case c.DrainGrace < 0:
 		return bad("drain-grace", "%v is negative", c.DrainGrace)
+	case c.MaxOutboundBytes < 1024:
+		return bad("max-outbound-bytes", "%d is under 1024", c.MaxOutboundBytes)
+	case c.MaxOutboundMessages < 1:
+		return bad("max-outbound-messages", "%d is under 1", c.MaxOutboundMessages)
+	case c.SlowConsumer != "close" && c.SlowConsumer != "lag":
+		return bad("slow-consumer", "%q is neither close nor lag", c.SlowConsumer)
+	case c.RecoveryMax < 1:
+		return bad("recovery-max", "%d is under 1", c.RecoveryMax)
+	}
+	seen := make(map[string]bool, len(c.Namespaces))
+	for i, ns := range c.Namespaces {
+		field := fmt.Sprintf("namespaces[%d]", i)
+		switch {
+		case !validNamespace(ns.Name):
+			return bad(field+".name", "%q is not 1-32 bytes of [a-z0-9_-]", ns.Name)
+		case seen[ns.Name]:
+			return bad(field+".name", "%q appears twice", ns.Name)
+		case ns.HistorySize < 0:
+			return bad(field+".history_size", "%d is negative", ns.HistorySize)
+		case ns.HistorySize > 0 && ns.HistoryTTL <= 0:
+			return bad(field+".history_ttl", "must be positive when history_size is set")
+		}
+		seen[ns.Name] = true
 	}
 	return nil
+}
+
+func validNamespace(s string) bool {
+	if len(s) == 0 || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/protocol"
 )
 
 type connState uint8
@@ -34,7 +35,8 @@ type conn struct {
 	inWheel      bool
 	pinged       bool // a ping is out since lastSeen
 	broken       bool // the inbound stream is unusable: discard it
-	protocol     bool // negotiated wsedge.v1.json
+	protocol     bool     // negotiated wsedge.v1.json
+	sess         *session // protocol state, from the first command on
 }
 
 // errStop ends a Parse after the connection was closed or must close now.
@@ -107,6 +109,18 @@ func (c *conn) OnClose(code frame.CloseCode, _ []byte) error {
 		c.write(frame.AppendClose(c.loop.scratch[:0], code, ""))
 	}
 	return errStop
+}
+
+// disconnect ends a protocol connection: a disconnect push telling the
+// client why and whether to reconnect, then the close handshake.
+func (c *conn) disconnect(code protocol.DisconnectCode, reason string, closeCode frame.CloseCode) {
+	if c.state != stateOpen {
+		return
+	}
+	if c.protocol && !c.writeFrame(frame.OpText, protocol.AppendDisconnect(c.loop.out[:0], code, reason, code.Reconnect())) {
+		return
+	}
+	c.startClose(closeCode, reason, false)
 }
 
 // startClose sends a close frame and waits (up to CloseTimeout) for the

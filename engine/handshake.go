@@ -33,6 +33,9 @@ type upgrader struct {
 	protocol bool // the client offered wsedge.v1.json
 }
 
+var errNoSubprotocol = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+	ws.RejectionReason("subprotocol "+Subprotocol+" required"))
+
 func newUpgrader(cfg *Config) *upgrader {
 	h := &upgrader{path: cfg.Path}
 	if len(cfg.AllowedOrigins) > 0 {
@@ -52,6 +55,14 @@ func newUpgrader(cfg *Config) *upgrader {
 			}
 			return false
 		},
+	}
+	if !cfg.Echo {
+		h.u.OnBeforeUpgrade = func() (ws.HandshakeHeader, error) {
+			if !h.protocol {
+				return nil, errNoSubprotocol
+			}
+			return nil, nil
+		}
 	}
 	return h
 }

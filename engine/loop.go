@@ -7,6 +7,8 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/protocol"
+	"github.com/wsedge/wsedge/shard"
 )
 
 // loop is the per-event-loop shard of connection state. Everything in it is
@@ -14,6 +16,7 @@ import (
 // gnet's EventLoop.Execute.
 type loop struct {
 	srv   *Server
+	idx   int // shard index in the hub
 	el    gnet.EventLoop
 	wheel wheel
 	up    *upgrader
@@ -32,6 +35,27 @@ type loop struct {
 	drainDone  int
 
 	tickFn gnet.RunnableFunc
+
+	// Channels and fan-out (protocol mode).
+	inbox   *shard.Inbox[shard.Msg]
+	index   *shard.Index[*subscription]
+	drainFn gnet.RunnableFunc
+	dec     protocol.Decoder
+	cmd     protocol.Command
+	out     []byte   // reply encoding, valid until the next reply
+	touched []*conn  // connections queued to since the last flush
+	pending []*conn  // connections whose queue waits for gnet to drain
+	iovs    [][]byte // writev vector for queue flushes
+}
+
+// inboxSize is the lock-free part of each loop's inbox; beyond it pushes go
+// to an overflow list, never dropped.
+const inboxSize = 4096
+
+// wake schedules an inbox drain on the loop. Called by whoever made the
+// inbox non-empty, from any goroutine.
+func (l *loop) wake() {
+	_ = l.el.Execute(context.Background(), l.drainFn)
 }
 
 // tally counts on the loop goroutine without atomics; tick adds it to the
@@ -40,14 +64,17 @@ type tally struct {
 	msgsIn, msgsOut, bytesIn, bytesOut uint64
 	pings, idleClosed, protoErrors     uint64
 	hsOK, hsFailed, hsTimeout, closed  uint64
+	commands, cmdErrors, deliveries    uint64
+	slowClosed, lagDropped             uint64
 }
 
-func newLoop(s *Server, el gnet.EventLoop) *loop {
+func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 	cfg := &s.cfg
 	ticks := func(d time.Duration) int64 { return int64((d + wheelTick - 1) / wheelTick) }
 	span := max(cfg.IdleTimeout, cfg.HandshakeTimeout, cfg.CloseTimeout)
 	l := &loop{
 		srv:        s,
+		idx:        idx,
 		el:         el,
 		wheel:      newWheel(span),
 		up:         newUpgrader(cfg),
@@ -59,6 +86,11 @@ func newLoop(s *Server, el gnet.EventLoop) *loop {
 	}
 	l.wheel.now = s.tickNow()
 	l.tickFn = func(context.Context) error { l.tick(); return nil }
+	l.inbox = shard.NewInbox[shard.Msg](inboxSize)
+	l.index = shard.NewIndex[*subscription]()
+	l.drainFn = func(context.Context) error { l.drainInbox(); return nil }
+	l.out = make([]byte, 0, 4096)
+	l.iovs = make([][]byte, 0, shard.MaxIOV)
 	return l
 }
 
@@ -68,6 +100,9 @@ func (l *loop) tick() {
 	l.wheel.advance(l.srv.tickNow(), l.fire)
 	if l.drainList != nil {
 		l.drainStep()
+	}
+	if len(l.pending) > 0 {
+		l.flushPending()
 	}
 	l.flushTally()
 }
@@ -85,6 +120,11 @@ func (l *loop) flushTally() {
 	m.HandshakeFailed.Add(int(t.hsFailed))
 	m.HandshakeTimeout.Add(int(t.hsTimeout))
 	m.Closed.Add(int(t.closed))
+	m.Commands.Add(int(t.commands))
+	m.CommandErrors.Add(int(t.cmdErrors))
+	m.Deliveries.Add(int(t.deliveries))
+	m.SlowClosed.Add(int(t.slowClosed))
+	m.LagDropped.Add(int(t.lagDropped))
 	*t = tally{}
 }
 
@@ -145,7 +185,7 @@ func (l *loop) drainStep() {
 		case stateHandshake:
 			_ = l.el.Close(c.gc)
 		case stateOpen:
-			c.startClose(frame.CloseGoingAway, "server shutting down", false)
+			c.disconnect(protocol.DisconnectShutdown, "server shutting down", frame.CloseGoingAway)
 		}
 	}
 	if l.drainDone == n {

@@ -16,8 +16,10 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
+	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/frame"
 	"github.com/wsedge/wsedge/metrics"
+	"github.com/wsedge/wsedge/shard"
 	"github.com/wsedge/wsedge/tuning"
 )
 
@@ -44,7 +46,14 @@ type Server struct {
 
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loop
-	list  atomic.Pointer[[]*loop]
+	list  atomic.Pointer[[]*loop] // in creation order = shard index
+	byIdx atomic.Pointer[[]*loop]
+
+	ns           map[string]*Namespace
+	hub          *shard.Hub
+	broker       broker.Broker
+	presence     broker.PresenceManager
+	nextClientID atomic.Uint64
 
 	eng      gnet.Engine
 	addr     string
@@ -66,11 +75,19 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	mem, err := broker.NewMemory(broker.MemoryConfig{})
+	if err != nil {
+		return nil, err
+	}
 	s := &Server{
-		cfg:    cfg,
-		log:    log,
-		m:      metrics.New(),
-		app:    rejectApp{},
+		cfg:      cfg,
+		log:      log,
+		m:        metrics.New(),
+		app:      channelApp{},
+		hub:      shard.NewHub(),
+		broker:   mem,
+		presence: mem,
+		ns:       make(map[string]*Namespace, len(cfg.Namespaces)),
 		limits: limits,
 		start:  time.Now(),
 		loops:  make(map[gnet.EventLoop]*loop),
@@ -80,8 +97,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.MaxConns > 0 && int64(cfg.MaxConns) < s.maxConns {
 		s.maxConns = int64(cfg.MaxConns)
 	}
+	for i := range s.cfg.Namespaces {
+		s.ns[s.cfg.Namespaces[i].Name] = &s.cfg.Namespaces[i]
+	}
+	mem.SetHandler(s.onPublication)
 	empty := []*loop{}
 	s.list.Store(&empty)
+	s.byIdx.Store(&empty)
 	return s, nil
 }
 
@@ -168,6 +190,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.admin != nil {
 		_ = s.admin.Close(stopCtx)
 	}
+	_ = s.broker.Close()
 	s.log.Info("stopped", "open", s.m.Open())
 	return nil
 }
@@ -212,10 +235,14 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 	defer s.mu.Unlock()
 	l := s.loops[el]
 	if l == nil {
-		l = newLoop(s, el)
+		if len(s.loops) >= shard.MaxShards {
+			panic("BUG: more event loops than hub shards")
+		}
+		l = newLoop(s, el, len(s.loops))
 		s.loops[el] = l
 		list := append(append([]*loop{}, *s.list.Load()...), l)
 		s.list.Store(&list)
+		s.byIdx.Store(&list)
 	}
 	return l
 }
@@ -259,6 +286,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	c.state = stateClosed
 	l.wheel.remove(c)
+	if c.sess != nil {
+		l.closeSession(c)
+	}
 	c.parser.Reset()
 	l.conns--
 	s.m.AddOpen(-1)
@@ -325,15 +355,6 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		}
 	}
 	return gnet.Close
-}
-
-// rejectApp stands in for the channel protocol until it is wired in: it
-// refuses data messages outside echo mode.
-type rejectApp struct{}
-
-func (rejectApp) OnMessage(c *conn, _ frame.OpCode, _ []byte) error {
-	c.startClose(frame.CloseUnsupported, "no application protocol on this server", false)
-	return nil
 }
 
 // reservePort resolves a ":0" port before gnet binds one SO_REUSEPORT

@@ -33,6 +33,12 @@ type Metrics struct {
 	PingsSent        *vm.Counter
 	IdleClosed       *vm.Counter
 	ProtocolErrors   *vm.Counter // connections closed for 1002/1007/1009
+	Commands         *vm.Counter // protocol commands received
+	CommandErrors    *vm.Counter // commands answered with an error reply
+	Publications     *vm.Counter // publications fanned out by this node
+	Deliveries       *vm.Counter // publication frames queued to subscribers
+	SlowClosed       *vm.Counter // connections closed by the slow-consumer policy
+	LagDropped       *vm.Counter // frames dropped by the "lag" policy
 
 	open atomic.Int64
 }
@@ -57,6 +63,12 @@ func New() *Metrics {
 		PingsSent:        s.NewCounter(`wsedge_pings_total`),
 		IdleClosed:       s.NewCounter(`wsedge_idle_closed_total`),
 		ProtocolErrors:   s.NewCounter(`wsedge_protocol_errors_total`),
+		Commands:         s.NewCounter(`wsedge_commands_total`),
+		CommandErrors:    s.NewCounter(`wsedge_command_errors_total`),
+		Publications:     s.NewCounter(`wsedge_publications_total`),
+		Deliveries:       s.NewCounter(`wsedge_deliveries_total`),
+		SlowClosed:       s.NewCounter(`wsedge_slow_consumer_total{policy="close"}`),
+		LagDropped:       s.NewCounter(`wsedge_slow_consumer_dropped_total{policy="lag"}`),
 	}
 	s.NewGauge(`wsedge_connections`, func() float64 { return float64(m.open.Load()) })
 	return m

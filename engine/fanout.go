@@ -1,0 +1,196 @@
+package engine
+
+import (
+	"github.com/wsedge/wsedge/broker"
+	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/protocol"
+	"github.com/wsedge/wsedge/shard"
+)
+
+// onPublication is the broker's handler: it runs on the publishing
+// goroutine, under the broker's channel lock, once per publication in offset
+// order. It encodes the push once and hands a reference to each loop that
+// has subscribers; it never blocks.
+func (s *Server) onPublication(channel string, pub broker.Publication) {
+	s.m.Publications.Inc()
+	f := encodePush(channel, pub.Offset, pub.Data)
+	s.post(channel, pub.Offset, f)
+}
+
+// pushToChannel sends a push that is not a publication (join, leave) to
+// the channel's subscribers.
+func (s *Server) pushToChannel(channel string, offset uint64, msg []byte) {
+	f := shard.NewFrame(len(msg) + frame.MaxHeaderSize)
+	f.Buf = frame.AppendFrame(f.Buf[:0], frame.OpText, msg)
+	s.post(channel, offset, f)
+}
+
+// post gives one reference of f to every loop with local subscribers and
+// drops the caller's.
+func (s *Server) post(channel string, offset uint64, f *shard.Frame) {
+	set := s.hub.Shards(channel)
+	loops := *s.byIdx.Load()
+	var ch any = channel // boxed once per publication, not per loop
+	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
+		if i >= len(loops) {
+			break
+		}
+		l := loops[i]
+		f.Retain()
+		if l.inbox.Push(shard.Msg{Kind: msgPush, Conn: offset, Frame: f, Ptr: ch}) {
+			l.wake()
+		}
+	}
+	f.Release()
+}
+
+// encodePush builds the publication push with its WebSocket header in one
+// pooled frame: the JSON is appended behind room for the longest header,
+// then moved down behind the real one.
+func encodePush(channel string, offset uint64, data []byte) *shard.Frame {
+	f := shard.NewFrame(len(channel) + len(data) + 64)
+	const room = 10
+	b := append(f.Buf[:0], make([]byte, room)...)
+	b = protocol.AppendPublication(b, channel, offset, data)
+	n := len(b) - room
+	h := frame.HeaderLen(n)
+	copy(b[h:], b[room:])
+	frame.AppendHeader(b[:0], true, frame.OpText, n)
+	f.Buf = b[:h+n]
+	return f
+}
+
+// drainInbox runs on the loop: it hands queued pushes to subscribers, then
+// flushes every connection it touched once, with one writev each.
+func (l *loop) drainInbox() {
+	_, more := l.inbox.Drain(512, l.handleMsg)
+	l.flushTouched()
+	if more {
+		l.wake()
+	}
+}
+
+func (l *loop) handleMsg(m shard.Msg) {
+	if m.Kind == msgPush {
+		// Backwards: a slow-consumer close may remove the current
+		// subscriber from the list (swap-remove from the end).
+		subs := l.index.Subs(m.Ptr.(string))
+		for i := len(subs) - 1; i >= 0; i-- {
+			l.enqueue(subs[i].Conn, m.Frame, m.Conn)
+		}
+	}
+	m.Frame.Release()
+}
+
+// enqueue queues f for one subscriber, applying the slow-consumer policy
+// when the connection's queue is full. It does not allocate.
+func (l *loop) enqueue(sub *subscription, f *shard.Frame, offset uint64) {
+	c := sub.c
+	if c.state != stateOpen || sub.lagging {
+		if sub.lagging {
+			l.tally.lagDropped++
+		}
+		return
+	}
+	if offset != 0 {
+		if offset <= sub.last {
+			return // already in the subscribe reply
+		}
+	}
+	sess := c.sess
+	if !sess.q.Push(f, l.srv.cfg.MaxOutboundBytes, l.srv.cfg.MaxOutboundMessages) {
+		l.slowConsumer(c, sub)
+		return
+	}
+	if offset != 0 {
+		sub.last = offset
+	}
+	l.tally.deliveries++
+	if !sess.touched {
+		sess.touched = true
+		l.touched = append(l.touched, c)
+	}
+}
+
+func (l *loop) slowConsumer(c *conn, sub *subscription) {
+	if l.srv.cfg.SlowConsumer == "lag" {
+		sub.lagging = true
+		c.sess.lagging++
+		l.tally.lagDropped++
+		return
+	}
+	l.tally.slowClosed++
+	c.sess.q.Reset()
+	c.disconnect(protocol.DisconnectSlow, "slow consumer", frame.CloseTryAgainLater)
+}
+
+func (l *loop) flushTouched() {
+	for i, c := range l.touched {
+		l.touched[i] = nil
+		c.sess.touched = false
+		l.flush(c)
+	}
+	l.touched = l.touched[:0]
+}
+
+// flush writes a connection's queue in one writev when gnet holds nothing
+// unsent for it; otherwise the connection waits in loop.pending for a later
+// turn (gnet has no writable callback).
+func (l *loop) flush(c *conn) {
+	sess := c.sess
+	if c.state == stateClosed || sess.q.Len() == 0 {
+		return
+	}
+	if c.gc.OutboundBuffered() > 0 {
+		if !sess.pending {
+			sess.pending = true
+			l.pending = append(l.pending, c)
+		}
+		return
+	}
+	msgs := sess.q.Len()
+	n, err := sess.q.Flush(c.gc, l.iovs[:0])
+	if err != nil || c.state == stateClosed {
+		return
+	}
+	l.tally.msgsOut += uint64(msgs)
+	l.tally.bytesOut += uint64(n)
+	if sess.lagging > 0 {
+		l.endLag(c)
+	}
+}
+
+// endLag tells a connection which channels lost publications while its
+// queue was full; it recovers them from history.
+func (l *loop) endLag(c *conn) {
+	for _, s := range c.sess.subs {
+		sub := s.Conn
+		if !sub.lagging {
+			continue
+		}
+		sub.lagging = false
+		c.sess.lagging--
+		if !c.writeFrame(frame.OpText, protocol.AppendLagged(l.out[:0], s.Channel(), sub.last)) {
+			return
+		}
+	}
+}
+
+// flushPending retries connections whose queue waited for gnet to drain.
+func (l *loop) flushPending() {
+	keep := l.pending[:0]
+	for _, c := range l.pending {
+		if c.state == stateClosed || c.sess.q.Len() == 0 {
+			c.sess.pending = false
+			continue
+		}
+		if c.gc.OutboundBuffered() > 0 {
+			keep = append(keep, c)
+			continue
+		}
+		c.sess.pending = false
+		l.flush(c)
+	}
+	clear(l.pending[len(keep):])
+	l.pending = keep
+}
