@@ -273,7 +273,9 @@ func TestPresenceJoinLeave(t *testing.T) {
 	b := dialProto(t, s.Addr())
 	a.ok(`{"op":"subscribe","channel":"chat:p"}`)
 	b.ok(`{"op":"subscribe","channel":"chat:p"}`)
-	a.waitPushes(1, func(p map[string]any) bool { return p["join"] != nil && p["join"].(map[string]any)["channel"] == "chat:p" })
+	a.waitPushes(1, func(p map[string]any) bool {
+		return p["join"] != nil && p["join"].(map[string]any)["channel"] == "chat:p"
+	})
 	st := a.ok(`{"op":"presence_stats","channel":"chat:p"}`)
 	if st["clients"] != float64(2) {
 		t.Fatalf("presence_stats %v, want 2 clients", st)

@@ -33,8 +33,8 @@ type conn struct {
 	hsScan       uint16 // request bytes already searched for the blank line
 	state        connState
 	inWheel      bool
-	pinged       bool // a ping is out since lastSeen
-	broken       bool // the inbound stream is unusable: discard it
+	pinged       bool     // a ping is out since lastSeen
+	broken       bool     // the inbound stream is unusable: discard it
 	protocol     bool     // negotiated wsedge.v1.json
 	sess         *session // protocol state, from the first command on
 }

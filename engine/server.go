@@ -88,10 +88,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		broker:   mem,
 		presence: mem,
 		ns:       make(map[string]*Namespace, len(cfg.Namespaces)),
-		limits: limits,
-		start:  time.Now(),
-		loops:  make(map[gnet.EventLoop]*loop),
-		booted: make(chan struct{}),
+		limits:   limits,
+		start:    time.Now(),
+		loops:    make(map[gnet.EventLoop]*loop),
+		booted:   make(chan struct{}),
 	}
 	s.maxConns = int64(limits.MaxConns())
 	if cfg.MaxConns > 0 && int64(cfg.MaxConns) < s.maxConns {
