@@ -65,6 +65,9 @@ func encodePush(channel string, offset uint64, data []byte) *shard.Frame {
 func (l *loop) drainInbox() {
 	_, more := l.inbox.Drain(512, l.handleMsg)
 	l.flushTouched()
+	if len(l.pending) > 0 {
+		l.flushPending()
+	}
 	if more {
 		l.wake()
 	}
@@ -98,9 +101,19 @@ func (l *loop) enqueue(sub *subscription, f *shard.Frame, offset uint64) {
 		}
 	}
 	sess := c.sess
-	if !sess.q.Push(f, l.srv.cfg.MaxOutboundBytes, l.srv.cfg.MaxOutboundMessages) {
-		l.slowConsumer(c, sub)
-		return
+	maxB, maxM := l.srv.cfg.MaxOutboundBytes, l.srv.cfg.MaxOutboundMessages
+	if !sess.q.Push(f, maxB, maxM) {
+		// A batch may hold more than the bound: the policy is for
+		// connections whose socket does not take what is queued, so
+		// write what waits first and look again.
+		l.flush(c)
+		if c.state != stateOpen {
+			return
+		}
+		if !sess.q.Push(f, maxB, maxM) {
+			l.slowConsumer(c, sub)
+			return
+		}
 	}
 	if offset != 0 {
 		sub.last = offset
