@@ -10,6 +10,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/shard"
 )
 
 // fakeConn is a gnet.Conn over in-memory buffers, to drive the handler's
@@ -17,10 +18,11 @@ import (
 // through the nil embedded interface.
 type fakeConn struct {
 	gnet.Conn
-	in     []byte
-	out    bytes.Buffer
-	ctx    any
-	closed bool
+	in   []byte
+	out  bytes.Buffer
+	ctx  any
+	sink bool // count written bytes instead of keeping them
+	sunk int
 }
 
 func (f *fakeConn) Peek(n int) ([]byte, error) {
@@ -38,12 +40,18 @@ func (f *fakeConn) Discard(n int) (int, error) {
 	return n, nil
 }
 
-func (f *fakeConn) Write(b []byte) (int, error) { return f.out.Write(b) }
+func (f *fakeConn) Write(b []byte) (int, error) {
+	if f.sink {
+		f.sunk += len(b)
+		return len(b), nil
+	}
+	return f.out.Write(b)
+}
 
 func (f *fakeConn) Writev(bs [][]byte) (int, error) {
 	n := 0
 	for _, b := range bs {
-		m, _ := f.out.Write(b)
+		m, _ := f.Write(b)
 		n += m
 	}
 	return n, nil
@@ -71,13 +79,13 @@ func newFakeServer(t testing.TB, mutate func(*Config)) (*Server, *loop) {
 }
 
 // openFake runs OnOpen and a successful handshake on a fake connection.
-func openFake(t testing.TB, s *Server) *fakeConn {
+func openFake(t testing.TB, s *Server, headers ...string) *fakeConn {
 	t.Helper()
 	fc := &fakeConn{}
 	if _, act := s.OnOpen(fc); act != gnet.None {
 		t.Fatalf("OnOpen action %v", act)
 	}
-	fc.in = []byte(upgradeRequest("/ws"))
+	fc.in = []byte(upgradeRequest("/ws", headers...))
 	if act := s.OnTraffic(fc); act != gnet.None {
 		t.Fatalf("handshake action %v: %q", act, fc.out.String())
 	}
@@ -147,5 +155,71 @@ func itoa(n int) string {
 func TestConnSize(t *testing.T) {
 	if n := unsafe.Sizeof(conn{}); n > 160 {
 		t.Fatalf("conn is %d bytes, budget 160", n)
+	}
+}
+
+// TestFanOutAllocs holds the loop side of a publication (inbox message,
+// index lookup, queueing to every subscriber, one writev each) to zero
+// allocations, whatever the number of subscribers.
+func TestFanOutAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items on purpose under -race")
+	}
+	s, l := newFakeServer(t, func(c *Config) { c.Echo = false })
+	const subs = 1000
+	conns := make([]*fakeConn, subs)
+	for i := range conns {
+		fc := openFake(t, s, "Sec-WebSocket-Protocol: "+Subprotocol)
+		fc.in = masked(true, frame.OpText, []byte(`{"id":1,"op":"subscribe","channel":"bench:a"}`))
+		if act := s.OnTraffic(fc); act != gnet.None || !bytes.Contains(fc.out.Bytes(), []byte(`"ok":true`)) {
+			t.Fatalf("subscribe: %v %q", act, fc.out.String())
+		}
+		fc.sink = true
+		conns[i] = fc
+	}
+	var ch any = "bench:a"
+	data := []byte(`{"t":1234567890,"p":"0123456789abcdef0123456789abcdef"}`)
+	var offset uint64
+	publish := func() {
+		offset++
+		f := encodePush("bench:a", offset, data)
+		l.handleMsg(shard.Msg{Kind: msgPush, Conn: offset, Frame: f, Ptr: ch})
+		l.flushTouched()
+	}
+	publish()
+	before := conns[0].sunk
+	allocs := testing.AllocsPerRun(100, publish)
+	if allocs != 0 {
+		t.Fatalf("%v allocs per publication to %d subscribers, want 0", allocs, subs)
+	}
+	per := (conns[0].sunk - before) / 101
+	if per < len(data) || conns[subs-1].sunk != conns[0].sunk {
+		t.Fatalf("subscribers got %d and %d bytes; %d per publication", conns[0].sunk, conns[subs-1].sunk, per)
+	}
+}
+
+func BenchmarkFanOut(b *testing.B) {
+	for _, subs := range []int{1, 100, 10000} {
+		b.Run(itoa(subs)+"subs", func(b *testing.B) {
+			s, l := newFakeServer(b, func(c *Config) { c.Echo = false })
+			for range subs {
+				fc := openFake(b, s, "Sec-WebSocket-Protocol: "+Subprotocol)
+				fc.in = masked(true, frame.OpText, []byte(`{"id":1,"op":"subscribe","channel":"bench:a"}`))
+				s.OnTraffic(fc)
+				fc.sink = true
+			}
+			var ch any = "bench:a"
+			data := bytes.Repeat([]byte("a"), 64)
+			var offset uint64
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				offset++
+				f := encodePush("bench:a", offset, data)
+				l.handleMsg(shard.Msg{Kind: msgPush, Conn: offset, Frame: f, Ptr: ch})
+				l.flushTouched()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subs), "ns/delivery")
+		})
 	}
 }

@@ -46,6 +46,10 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "accept to completed upgrade")
 	fs.DurationVar(&cfg.CloseTimeout, "close-timeout", cfg.CloseTimeout, "wait for the peer's close frame")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "spread of close 1001 over a drain (SIGTERM/SIGINT)")
+	fs.IntVar(&cfg.MaxOutboundBytes, "max-outbound-bytes", cfg.MaxOutboundBytes, "bytes a connection may have queued before the slow-consumer policy applies")
+	fs.IntVar(&cfg.MaxOutboundMessages, "max-outbound-messages", cfg.MaxOutboundMessages, "messages a connection may have queued before the slow-consumer policy applies")
+	fs.StringVar(&cfg.SlowConsumer, "slow-consumer", cfg.SlowConsumer, "slow-consumer policy: close (1013) or lag (drop, then tell the client to recover)")
+	fs.IntVar(&cfg.RecoveryMax, "recovery-max", cfg.RecoveryMax, "most publications in one recovery or history reply")
 	fs.StringVar(&origins, "allowed-origins", strings.Join(cfg.AllowedOrigins, ","), "comma-separated Origin values to accept (empty: any)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	var envErr error
