@@ -240,6 +240,8 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 		}
 		l = newLoop(s, el, len(s.loops))
 		s.loops[el] = l
+		s.m.Set.NewGauge(fmt.Sprintf(`wsedge_inbox_depth{shard="%d"}`, l.idx), func() float64 { return float64(l.inbox.Len()) })
+		s.m.Set.NewGauge(fmt.Sprintf(`wsedge_inbox_overflow_total{shard="%d"}`, l.idx), func() float64 { return float64(l.inbox.Overflowed()) })
 		list := append(append([]*loop{}, *s.list.Load()...), l)
 		s.list.Store(&list)
 		s.byIdx.Store(&list)
