@@ -1,10 +1,13 @@
 package engine
 
 import (
+	"bufio"
+	"encoding/json"
 	"fmt"
 	"net"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -15,8 +18,20 @@ import (
 // then never reads again.
 func slowClient(t *testing.T, addr, channel string) net.Conn {
 	t.Helper()
-	c := dialRaw(t, addr)
-	_ = c.nc.(*net.TCPConn).SetReadBuffer(4096)
+	// The receive buffer is set before connecting, so the window is small
+	// from the start; shrinking it later can stall the connection.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	nc, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	_ = nc.SetDeadline(time.Now().Add(20 * time.Second))
+	c := &rawClient{t: t, nc: nc, br: bufio.NewReaderSize(nc, 512)}
 	c.send([]byte(upgradeRequest("/ws", "Sec-WebSocket-Protocol: "+Subprotocol)))
 	if resp := c.readResponse(); resp.StatusCode != 101 {
 		t.Fatalf("status %d", resp.StatusCode)
@@ -120,3 +135,69 @@ func (c *pclient) send(msg string) {
 		c.t.Fatal(err)
 	}
 }
+
+// TestLagNotice: under the lag policy a subscriber whose queue overflowed
+// gets, once it reads again, every publication up to the gap in order, then
+// a lagged push naming the last offset it got, then live publications.
+func TestLagNotice(t *testing.T) {
+	s := protoServer(t, func(c *Config) {
+		c.MaxOutboundBytes = 16 << 10
+		c.SlowConsumer = "lag"
+	})
+	nc := slowClient(t, s.Addr(), "bench:lag")
+	pub := dialProto(t, s.Addr())
+	payload := strings.Repeat("y", 1000)
+	start := time.Now()
+	for i := 0; ; i++ {
+		pub.send(fmt.Sprintf(`{"id":%d,"op":"publish","channel":"bench:lag","data":"%s"}`, 1000+i, payload))
+		if i%100 == 99 {
+			pub.call(`{"op":"ping"}`)
+			s.metricsFlushed()
+			if s.m.LagDropped.Get() > 0 {
+				break
+			}
+		}
+		if i > 100000 {
+			t.Fatal("no lag after 100,000 publications")
+		}
+	}
+	t.Logf("lagging after %v", time.Since(start))
+	_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+	c := &rawClient{t: t, nc: nc, br: bufioReader(nc)}
+	var last float64
+	for {
+		_, op, p, err := c.readFrame()
+		if err != nil {
+			t.Fatalf("after offset %v: %v", last, err)
+		}
+		if op != frame.OpText {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal(p, &m); err != nil {
+			t.Fatalf("bad JSON %q", p)
+		}
+		if lag, ok := m["lagged"].(map[string]any); ok {
+			if lag["channel"] != "bench:lag" || lag["offset"] != last {
+				t.Fatalf("lagged push %v after offset %v", lag, last)
+			}
+			break
+		}
+		if m["offset"] != last+1 {
+			t.Fatalf("push with offset %v after %v", m["offset"], last)
+		}
+		last = m["offset"].(float64)
+	}
+	pub.ok(`{"op":"publish","channel":"bench:lag","data":"live"}`)
+	for {
+		_, _, p, err := c.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(p), `"live"`) {
+			return
+		}
+	}
+}
+
+func bufioReader(nc net.Conn) *bufio.Reader { return bufio.NewReaderSize(nc, 64<<10) }
