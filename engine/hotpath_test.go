@@ -166,7 +166,7 @@ func TestFanOutAllocs(t *testing.T) {
 		t.Skip("sync.Pool drops items on purpose under -race")
 	}
 	s, l := newFakeServer(t, func(c *Config) { c.Echo = false })
-	const subs = 1000
+	const subs = 10000
 	conns := make([]*fakeConn, subs)
 	for i := range conns {
 		fc := openFake(t, s, "Sec-WebSocket-Protocol: "+Subprotocol)

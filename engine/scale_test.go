@@ -185,3 +185,44 @@ func TestDrain(t *testing.T) {
 		t.Fatalf("%d connections open after drain", n)
 	}
 }
+
+// TestGoroutinesConstantSubscribed: 5,000 protocol connections subscribed to
+// one channel receive a publication, and the goroutine count does not grow
+// with them.
+func TestGoroutinesConstantSubscribed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("opens 5,000 sockets")
+	}
+	s := protoServer(t, nil)
+	pub := dialProto(t, s.Addr())
+	pub.ok(`{"op":"ping"}`)
+	base := runtime.NumGoroutine()
+	const n = 5000
+	req := []byte(upgradeRequest("/ws", "Sec-WebSocket-Protocol: "+Subprotocol))
+	sub := masked(true, frame.OpText, []byte(`{"id":1,"op":"subscribe","channel":"bench:g"}`))
+	conns := make([]*rawClient, n)
+	for i := range conns {
+		c := dialRaw(t, s.Addr())
+		c.send(append(append([]byte{}, req...), sub...))
+		conns[i] = c
+	}
+	for i, c := range conns {
+		if resp := c.readResponse(); resp.StatusCode != http.StatusSwitchingProtocols {
+			t.Fatalf("conn %d: status %d", i, resp.StatusCode)
+		}
+		_, _, reply, err := c.readFrame()
+		if err != nil || !strings.Contains(string(reply), `"ok":true`) {
+			t.Fatalf("conn %d: subscribe reply %q %v", i, reply, err)
+		}
+	}
+	if g := runtime.NumGoroutine(); g > base+4 {
+		t.Fatalf("goroutines grew from %d to %d with %d subscribers", base, g, n)
+	}
+	pub.ok(`{"op":"publish","channel":"bench:g","data":"to all"}`)
+	for i, c := range conns {
+		_, _, p, err := c.readFrame()
+		if err != nil || !strings.Contains(string(p), `"to all"`) {
+			t.Fatalf("subscriber %d: %q %v", i, p, err)
+		}
+	}
+}
