@@ -55,6 +55,9 @@ type worker struct {
 	count int
 	conns int // this worker's connections (subscribers in broadcast)
 	loops []*loop
+	// connLoops is how many loops carry the connections; a loop after them
+	// only carries the broadcast publisher.
+	connLoops int
 }
 
 // share returns worker i's part of n spread over k workers.
@@ -74,7 +77,14 @@ func runWorker(ctx context.Context, cfg Config, index, count int, in <-chan mess
 		return err
 	}
 	w := &worker{cfg: cfg, t: t, index: index, count: count, conns: share(cfg.Conns, index, count)}
-	for i := 0; i < cfg.loops(); i++ {
+	// The broadcast publisher gets a loop of its own so its sends leave on
+	// time however busy the subscriber loops are.
+	w.connLoops = cfg.loops()
+	total := w.connLoops
+	if cfg.Mode == ModeBroadcast && index == 0 {
+		total++
+	}
+	for i := 0; i < total; i++ {
 		l, err := newLoop(w, i)
 		if err != nil {
 			w.quit()
@@ -156,10 +166,12 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 
 	// Open connections.
 	rssBase := readSelfRSS()
-	n := len(w.loops)
+	n := w.connLoops
 	for i, l := range w.loops {
-		k := share(w.conns, i, n)
-		pub := cfg.Mode == ModeBroadcast && w.index == 0 && i == 0
+		k, pub := 0, i >= n
+		if !pub {
+			k = share(w.conns, i, n)
+		}
 		var interval int64
 		if cfg.ConnectRate > 0 {
 			interval = int64(float64(time.Second) * float64(w.count*n) / cfg.ConnectRate)
@@ -355,12 +367,12 @@ func (l *loop) start() {
 			}
 		}
 	case ModeConnect:
-		k := share(cfg.Conns, l.w.index*len(l.w.loops)+l.id, l.w.count*len(l.w.loops))
+		k := share(cfg.Conns, l.w.index*l.w.connLoops+l.id, l.w.count*l.w.connLoops)
 		l.dialRole = roleCycle
 		l.pendingDials = k
 		l.maxInflight = k
 		if cfg.Rate > 0 {
-			l.dialInterval = int64(float64(time.Second) * float64(l.w.count*len(l.w.loops)) / cfg.Rate)
+			l.dialInterval = int64(float64(time.Second) * float64(l.w.count*l.w.connLoops) / cfg.Rate)
 		}
 		l.nextDial = now
 	}
