@@ -104,9 +104,55 @@ func fmtMs(v float64) string {
 		return fmt.Sprintf("%.0fµs", v*1000)
 	case v < 1:
 		return fmt.Sprintf("%.2gms", v)
-	default:
+	case v < 1000:
 		return fmt.Sprintf("%gms", math.Round(v*100)/100)
+	default:
+		return fmt.Sprintf("%gs", math.Round(v/10)/100)
 	}
+}
+
+// yAxis maps latency (ms) to the plot's height. When the curves span more
+// than two decades a log scale keeps the fast ones readable beside the slow.
+type yAxis struct {
+	log    bool
+	lo, hi float64
+	ticks  []float64
+}
+
+func newYAxis(ss []series) yAxis {
+	lo, hi := math.Inf(1), 0.0
+	for _, s := range ss {
+		for _, y := range s.ys {
+			hi = math.Max(hi, y)
+			if y > 0 {
+				lo = math.Min(lo, y)
+			}
+		}
+	}
+	if hi > 0 && lo < math.Inf(1) && hi/lo > 100 {
+		a := yAxis{log: true, lo: math.Pow(10, math.Floor(math.Log10(lo))), hi: math.Pow(10, math.Ceil(math.Log10(hi)))}
+		for d := a.lo; d <= a.hi*1.001; d *= 10 {
+			a.ticks = append(a.ticks, d)
+		}
+		return a
+	}
+	top, step := niceMax(hi)
+	a := yAxis{lo: 0, hi: top}
+	for y := 0.0; y <= top+step/2; y += step {
+		a.ticks = append(a.ticks, y)
+	}
+	return a
+}
+
+// frac returns where y sits between the bottom (0) and the top (1).
+func (a yAxis) frac(y float64) float64 {
+	if !a.log {
+		return y / a.hi
+	}
+	if y < a.lo {
+		y = a.lo
+	}
+	return math.Log10(y/a.lo) / math.Log10(a.hi/a.lo)
 }
 
 // geometry shared by the renderers.
@@ -121,16 +167,10 @@ func PlotSVG(w io.Writer, rs []*Result, title string) error {
 	if err != nil {
 		return err
 	}
-	ymax := 0.0
-	for _, s := range ss {
-		for _, y := range s.ys {
-			ymax = math.Max(ymax, y)
-		}
-	}
-	top, step := niceMax(ymax)
+	ya := newYAxis(ss)
 	iw, ih := float64(plotW-padL-padR), float64(plotH-padT-padB)
 	px := func(x float64) float64 { return padL + x/nines*iw }
-	py := func(y float64) float64 { return padT + ih - y/top*ih }
+	py := func(y float64) float64 { return padT + ih - ya.frac(y)*ih }
 	if title == "" {
 		title = "Latency by percentile"
 	}
@@ -138,7 +178,7 @@ func PlotSVG(w io.Writer, rs []*Result, title string) error {
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n", plotW, plotH, plotW, plotH)
 	fmt.Fprintf(&b, `<rect width="100%%" height="100%%" fill="white"/>`+"\n")
 	fmt.Fprintf(&b, `<text x="%d" y="28" font-size="17" font-weight="bold">%s</text>`+"\n", padL, html.EscapeString(title))
-	for y := 0.0; y <= top+step/2; y += step {
+	for _, y := range ya.ticks {
 		fmt.Fprintf(&b, `<line x1="%d" x2="%d" y1="%.1f" y2="%.1f" stroke="#ddd"/>`, padL, plotW-padR, py(y), py(y))
 		fmt.Fprintf(&b, `<text x="%d" y="%.1f" text-anchor="end">%s</text>`+"\n", padL-6, py(y)+4, fmtMs(y))
 	}
@@ -149,7 +189,11 @@ func PlotSVG(w io.Writer, rs []*Result, title string) error {
 	}
 	fmt.Fprintf(&b, `<rect x="%d" y="%d" width="%.0f" height="%.0f" fill="none" stroke="#444"/>`+"\n", padL, padT, iw, ih)
 	fmt.Fprintf(&b, `<text x="%.0f" y="%d" text-anchor="middle">percentile</text>`+"\n", padL+iw/2, plotH-padB+38)
-	fmt.Fprintf(&b, `<text transform="translate(18 %.0f) rotate(-90)" text-anchor="middle">latency</text>`+"\n", padT+ih/2)
+	ylabel := "latency"
+	if ya.log {
+		ylabel += " (log scale)"
+	}
+	fmt.Fprintf(&b, `<text transform="translate(18 %.0f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", padT+ih/2, ylabel)
 	for i, s := range ss {
 		col := palette[i%len(palette)]
 		b.WriteString(`<polyline fill="none" stroke-width="2" stroke="` + col + `" points="`)
@@ -173,16 +217,10 @@ func PlotPNG(w io.Writer, rs []*Result, title string) error {
 	if err != nil {
 		return err
 	}
-	ymax := 0.0
-	for _, s := range ss {
-		for _, y := range s.ys {
-			ymax = math.Max(ymax, y)
-		}
-	}
-	top, step := niceMax(ymax)
+	ya := newYAxis(ss)
 	iw, ih := float64(plotW-padL-padR), float64(plotH-padT-padB)
 	px := func(x float64) float64 { return padL + x/nines*iw }
-	py := func(y float64) float64 { return padT + ih - y/top*ih }
+	py := func(y float64) float64 { return padT + ih - ya.frac(y)*ih }
 	if title == "" {
 		title = "Latency by percentile"
 	}
@@ -196,8 +234,14 @@ func PlotPNG(w io.Writer, rs []*Result, title string) error {
 		d.Dot = fixed.P(x-wd*align/2, y)
 		d.DrawString(s)
 	}
-	text(padL, 30, title, 0)
-	for y := 0.0; y <= top+step/2; y += step {
+	// basicfont has Latin-1 only: spell the rest in ASCII.
+	ascii := strings.NewReplacer("×", "x", "→", "->", "…", "...")
+	text0 := text
+	text = func(x, y int, s string, align int) {
+		text0(x, y, ascii.Replace(s), align)
+	}
+	text(padL, 20, title, 0)
+	for _, y := range ya.ticks {
 		line(img, padL, py(y), plotW-padR, py(y), grid, 1)
 		text(padL-6, int(py(y))+4, fmtMs(y), 2)
 	}
@@ -211,7 +255,11 @@ func PlotPNG(w io.Writer, rs []*Result, title string) error {
 		line(img, r[0], r[1], r[2], r[3], ink, 1)
 	}
 	text(padL+int(iw/2), plotH-padB+38, "percentile", 1)
-	text(8, padT-8, "latency", 0)
+	if ya.log {
+		text(8, padT-8, "latency (log scale)", 0)
+	} else {
+		text(8, padT-8, "latency", 0)
+	}
 	for i, s := range ss {
 		col := parseHex(palette[i%len(palette)])
 		for k := 1; k < len(s.xs); k++ {
