@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sync/atomic"
 	"time"
 
@@ -117,6 +118,10 @@ func StartAdmin(addr string, m *Metrics, ready func() bool, extra func(*http.Ser
 		}
 		io.WriteString(w, "ready\n")
 	})
+	// Profiles for operators; the admin port is internal by design.
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	if extra != nil {
 		extra(mux)
 	}
