@@ -228,26 +228,7 @@ func trim(b []byte) string {
 
 // masked builds a masked client frame.
 func masked(fin bool, op frame.OpCode, payload []byte) []byte {
-	mask := [4]byte{1, 2, 3, 4}
-	b0 := byte(op)
-	if fin {
-		b0 |= 0x80
-	}
-	var out []byte
-	switch n := len(payload); {
-	case n <= 125:
-		out = append(out, b0, 0x80|byte(n))
-	case n <= 0xffff:
-		out = append(out, b0, 0x80|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, b0, 0x80|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	out = append(out, mask[:]...)
-	for i, c := range payload {
-		out = append(out, c^mask[i&3])
-	}
-	return out
+	return frame.AppendClientFrame(nil, fin, op, payload, [4]byte{1, 2, 3, 4})
 }
 
 func closeFrame(code frame.CloseCode, reason string) []byte {

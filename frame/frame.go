@@ -163,3 +163,15 @@ func ParseClose(payload []byte) (code CloseCode, reason []byte, err error) {
 	}
 	return code, reason, nil
 }
+
+// AppendClientFrame appends a complete masked client frame (clients must
+// mask, RFC 6455 section 5.3). It does not allocate when dst has room.
+func AppendClientFrame(dst []byte, fin bool, op OpCode, payload []byte, mask [4]byte) []byte {
+	dst = AppendHeader(dst, fin, op, len(payload))
+	dst[len(dst)-HeaderLen(len(payload))+1] |= 0x80
+	dst = append(dst, mask[:]...)
+	start := len(dst)
+	dst = append(dst, payload...)
+	ws.Cipher(dst[start:], mask, 0)
+	return dst
+}

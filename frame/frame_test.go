@@ -39,25 +39,8 @@ func (r *recorder) OnClose(c CloseCode, reason []byte) error {
 // clientFrame builds a masked client frame. rsv is placed in bits 4–6 of
 // the first byte.
 func clientFrame(fin bool, rsv byte, op OpCode, payload []byte) []byte {
-	mask := [4]byte{0x37, 0xfa, 0x21, 0x3d}
-	b0 := byte(op) | rsv<<4
-	if fin {
-		b0 |= 0x80
-	}
-	var out []byte
-	switch n := len(payload); {
-	case n <= 125:
-		out = append(out, b0, 0x80|byte(n))
-	case n <= 0xffff:
-		out = append(out, b0, 0x80|126, byte(n>>8), byte(n))
-	default:
-		out = append(out, b0, 0x80|127)
-		out = binary.BigEndian.AppendUint64(out, uint64(n))
-	}
-	out = append(out, mask[:]...)
-	for i, c := range payload {
-		out = append(out, c^mask[i&3])
-	}
+	out := AppendClientFrame(nil, fin, op, payload, [4]byte{0x37, 0xfa, 0x21, 0x3d})
+	out[0] |= rsv << 4
 	return out
 }
 
@@ -486,3 +469,12 @@ func (nopHandler) OnMessage(OpCode, []byte) error  { return nil }
 func (nopHandler) OnPing([]byte) error             { return nil }
 func (nopHandler) OnPong([]byte) error             { return nil }
 func (nopHandler) OnClose(CloseCode, []byte) error { return nil }
+
+func TestAppendClientFrameRFC(t *testing.T) {
+	// RFC 6455 section 5.7: a single-frame masked text message "Hello".
+	want := []byte{0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58}
+	got := AppendClientFrame(nil, true, OpText, []byte("Hello"), [4]byte{0x37, 0xfa, 0x21, 0x3d})
+	if !bytes.Equal(got, want) {
+		t.Fatalf("frame %x, want %x", got, want)
+	}
+}
