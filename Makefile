@@ -24,7 +24,7 @@ race:
 	$(GO) test -race -count=1 ./...
 
 # Fuzz targets: 10s each in CI (fuzz-short), $(FUZZTIME) each here.
-FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake
+FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake ./protocol:FuzzProtocol
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
