@@ -37,7 +37,7 @@ func WriteTable(w io.Writer, rs []*Result) error {
 		}
 		k := colKey{mode: r.Mode}
 		switch r.Mode {
-		case ModeIdle:
+		case ModeIdle, ModeBroadcast:
 			k.conns = r.Conns
 		case ModeEcho:
 			k.closed = r.Rate == 0
@@ -147,6 +147,8 @@ func runName(r *Result) string {
 			return "echo closed loop"
 		}
 		return "echo " + kilo(r.Conns)
+	case ModeBroadcast:
+		return "broadcast " + kilo(r.Conns)
 	}
 	return string(r.Mode)
 }

@@ -18,9 +18,9 @@ DURATION=${DURATION:-10s}
 HOLD=${HOLD:-5s}
 SERVERS=${*:-wsedge gorilla nbio gobwas node}
 
-IDLE1=10000 IDLE2=19000 ECHO_CONNS=1000 CLOSED_CONNS=100 SUBS=10000 INFLIGHT=64
+IDLE1=10000 IDLE2=19000 ECHO_CONNS=1000 CLOSED_CONNS=100 SUBS=10000 SUBS_SMALL=1000 INFLIGHT=64
 if [[ ${QUICK:-0} == 1 ]]; then
-	IDLE1=1000 IDLE2=2000 ECHO_CONNS=100 CLOSED_CONNS=20 SUBS=500 INFLIGHT=16 DURATION=2s HOLD=1s
+	IDLE1=1000 IDLE2=2000 ECHO_CONNS=100 CLOSED_CONNS=20 SUBS=500 SUBS_SMALL=100 INFLIGHT=16 DURATION=2s HOLD=1s
 fi
 
 command -v jq >/dev/null || { echo "run.sh needs jq (apt-get install jq)" >&2; exit 1; }
@@ -106,11 +106,14 @@ for s in $SERVERS; do
 	start "$s"
 	run "$s" broadcast broadcast --conns "$SUBS" --procs 1 --rate 10 --size 64 --duration "$DURATION"
 	stop
+	start "$s"
+	run "$s" broadcast-small broadcast --conns "$SUBS_SMALL" --procs 1 --rate 10 --size 64 --duration "$DURATION"
+	stop
 done
 
 files=()
 for s in $SERVERS; do
-	for t in idle1 idle2 echo closed broadcast connect; do
+	for t in idle1 idle2 echo closed broadcast-small broadcast connect; do
 		[[ -f $OUT/$s.$t.json ]] && files+=("$OUT/$s.$t.json")
 	done
 done
