@@ -14,6 +14,8 @@
 // stdin/stdout) because one process may open only 20,000 files here, and over
 // source addresses 127.0.0.2… so it does not run out of ephemeral ports. The
 // parent merges the children's histograms exactly (HdrHistogram V2 encoding,
-// lossless). The client's own cost is reported with every run (client RSS
-// per connection, client lag of paced sends); BENCHMARKS.md records it.
+// lossless). The client's own cost is reported with every run (its RSS per
+// connection, its CPU, and the lag of its paced sends); measured here it is
+// about 0.8 KiB of RSS per idle connection, 7 µs of CPU per broadcast
+// delivery and 10 µs per closed-loop echo round trip (BENCHMARKS.md).
 package bench
