@@ -168,8 +168,13 @@ func (r *Result) WriteSummary(w io.Writer) {
 	}
 	fmt.Fprintln(&b, title)
 	s := r.Stats
-	fmt.Fprintf(&b, "  conns       %d asked, %d connected, %d failed, %d dropped; %d procs × %d loops\n",
-		r.Conns, s.Connected, s.ConnectFailed, s.Dropped, r.Procs, r.Loops)
+	if r.Mode == ModeConnect {
+		fmt.Fprintf(&b, "  conns       %d in flight, %d upgraded, %d failed, %d dropped; %d procs × %d loops\n",
+			r.Conns, s.Connected, s.ConnectFailed, s.Dropped, r.Procs, r.Loops)
+	} else {
+		fmt.Fprintf(&b, "  conns       %d asked, %d connected, %d failed, %d dropped; %d procs × %d loops\n",
+			r.Conns, s.Connected, s.ConnectFailed, s.Dropped, r.Procs, r.Loops)
+	}
 	switch r.Mode {
 	case ModeEcho:
 		load := fmt.Sprintf("%g msg/s per conn", r.Rate)

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bytes"
+	"strings"
 	"testing"
 )
 
@@ -70,6 +71,35 @@ func TestJSONInt(t *testing.T) {
 		got, ok := jsonInt(msg, tc.key)
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("%s: got %d %v, want %d %v", tc.key, got, ok, tc.want, tc.ok)
+		}
+	}
+}
+
+func TestUpgradeRequest(t *testing.T) {
+	key := []byte("dGhlIHNhbXBsZSBub25jZQ==")
+	plain := string(appendUpgradeRequest(nil, "127.0.0.1:8080", "/ws", key, "", ""))
+	full := string(appendUpgradeRequest(nil, "127.0.0.1:8080", "/ws?x=1", key, Subprotocol, "tok.en"))
+	for _, tc := range []struct {
+		req  string
+		want []string
+		not  []string
+	}{
+		{plain, []string{"GET /ws HTTP/1.1\r\n", "Host: 127.0.0.1:8080\r\n", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "Sec-WebSocket-Version: 13\r\n"},
+			[]string{"Authorization", "Sec-WebSocket-Protocol"}},
+		{full, []string{"GET /ws?x=1 HTTP/1.1\r\n", "Authorization: Bearer tok.en\r\n", "Sec-WebSocket-Protocol: wsedge.v1.json\r\n"}, nil},
+	} {
+		if !strings.HasSuffix(tc.req, "\r\n\r\n") || strings.Count(tc.req, "\r\n\r\n") != 1 {
+			t.Fatalf("request not terminated once:\n%q", tc.req)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(tc.req, w) {
+				t.Errorf("request lacks %q:\n%s", w, tc.req)
+			}
+		}
+		for _, n := range tc.not {
+			if strings.Contains(tc.req, n) {
+				t.Errorf("request has %q:\n%s", n, tc.req)
+			}
 		}
 	}
 }
