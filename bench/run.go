@@ -66,6 +66,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		ilat: make([]string, cfg.Procs), done: make([]*message, cfg.Procs), began: time.Now()}
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
+	// A hard bound on the whole run, whatever a worker does.
+	bound := time.NewTimer(cfg.SetupTimeout + cfg.Duration + 2*cfg.Drain + 30*time.Second)
+	defer bound.Stop()
 	var (
 		ready    int
 		exited   int
@@ -83,6 +86,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			ctx = context.Background() // keep collecting until the workers exit
 		case <-ticker.C:
 			r.printProgress()
+		case <-bound.C:
+			if runErr == nil {
+				runErr = errors.New("bench: run exceeded its time bound (setup + duration + drain + 30s)")
+			}
+			cancel()
 		case <-deadline:
 			deadline = nil
 			r.sampleServer()
