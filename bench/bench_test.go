@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // childEnv makes the test binary act as a bench child process, so tests can
@@ -292,5 +294,43 @@ func TestTableAndPlot(t *testing.T) {
 	}
 	if err := PlotPNG(&png, rs, "t"); err != nil || !bytes.HasPrefix(png.Bytes(), []byte("\x89PNG")) {
 		t.Fatalf("png: %v", err)
+	}
+}
+
+func TestDeliveryAccounting(t *testing.T) {
+	// Pushes 1, 2, 2, 5, 3 to one subscriber: 4 unique, 1 duplicate, 1 out
+	// of order (3 after 5); 4 of 5 published means 1 missing.
+	cfg := Defaults()
+	cfg.Mode = ModeBroadcast
+	w := &worker{cfg: cfg}
+	l, err := newLoop(w, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(l.epfd)
+	defer unix.Close(l.efd)
+	c := &conn{role: roleSub, state: stOpen, subPending: true}
+	l.pendingSubs = 1
+	now := time.Now().UnixNano()
+	l.onJSON(c, now, []byte(`{"id":1,"ok":true,"result":{"offset":0,"epoch":"e"}}`))
+	for _, s := range []int{1, 2, 2, 5, 3} {
+		msg := `{"channel":"bench:b1","offset":` + itoa(int64(s)) + `,"data":{"t":` + itoa(now-int64(time.Millisecond)) + `,"s":` + itoa(int64(s)) + `,"p":"x"}}`
+		l.onJSON(c, now, []byte(msg))
+	}
+	l.onJSON(c, now, []byte(`{"channel":"bench:b1","offset":9,"data":{"other":true}}`))
+	st := l.stats
+	if st.Subscribed != 1 || l.pendingSubs != 0 || st.Received != 5 || st.Unique != 4 || st.Duplicates != 1 || st.OutOfOrder != 1 || st.Errors != 1 {
+		t.Fatalf("stats %+v pendingSubs %d", st, l.pendingSubs)
+	}
+	if l.lat.TotalCount() != 5 || l.lat.ValueAtQuantile(50) < int64(time.Millisecond) {
+		t.Fatalf("latency: %d samples, p50 %d", l.lat.TotalCount(), l.lat.ValueAtQuantile(50))
+	}
+	r := &runState{cfg: &Config{Mode: ModeBroadcast, Conns: 1, Duration: time.Second},
+		res: &Result{Published: 5}, done: []*message{{Stats: st}}, stats: []Stats{st}}
+	if err := r.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if r.res.Expected != 5 || r.res.Missing != 1 {
+		t.Fatalf("expected %d missing %d, want 5 and 1", r.res.Expected, r.res.Missing)
 	}
 }
