@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"sync"
 	"time"
@@ -632,7 +633,8 @@ var (
 )
 
 // jsonInt returns the integer after key in msg. The protocol's messages are
-// flat enough that a key search is exact for the fields the bench reads.
+// flat enough that a key search is exact for the fields the bench reads. It
+// does not allocate.
 func jsonInt(msg, key []byte) (int64, bool) {
 	i := bytes.Index(msg, key)
 	if i < 0 {
@@ -642,12 +644,26 @@ func jsonInt(msg, key []byte) (int64, bool) {
 	for i < len(msg) && msg[i] == ' ' {
 		i++
 	}
-	j := i
-	for j < len(msg) && (msg[j] >= '0' && msg[j] <= '9' || msg[j] == '-') {
-		j++
+	neg := i < len(msg) && msg[i] == '-'
+	if neg {
+		i++
 	}
-	v, err := strconv.ParseInt(string(msg[i:j]), 10, 64)
-	return v, err == nil
+	var v int64
+	j := i
+	for ; j < len(msg) && msg[j] >= '0' && msg[j] <= '9'; j++ {
+		d := int64(msg[j] - '0')
+		if v > (math.MaxInt64-d)/10 {
+			return 0, false // overflows int64
+		}
+		v = v*10 + d
+	}
+	if j == i {
+		return 0, false
+	}
+	if neg {
+		v = -v
+	}
+	return v, true
 }
 
 func (l *loop) onJSON(c *conn, now int64, msg []byte) {

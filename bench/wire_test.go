@@ -103,3 +103,40 @@ func TestUpgradeRequest(t *testing.T) {
 		}
 	}
 }
+
+func TestHotPathAllocs(t *testing.T) {
+	rng := uint64(7)
+	payload := bytes.Repeat([]byte{'x'}, 1024)
+	buf := make([]byte, 0, 2048)
+	push := []byte(`{"channel":"bench:b1","offset":21,"data":{"t":1700000000123456789,"s":42,"p":"xx"}}`)
+	h := newHist()
+	allocs := testing.AllocsPerRun(100, func() {
+		f := appendFrame(buf[:0], opBinary, payload, &rng)
+		hd, _ := parseFrameHeader(f)
+		maskBytes(f[hd.hdrSize:], hd.key)
+		v, ok1 := jsonInt(push, keyT)
+		s, ok2 := jsonInt(push, keyS)
+		if !ok1 || !ok2 || v != 1700000000123456789 || s != 42 {
+			t.Fatalf("parsed t=%d s=%d", v, s)
+		}
+		record(h, v%1000000+s)
+	})
+	if allocs != 0 {
+		t.Fatalf("client hot path allocates %.1f times per message", allocs)
+	}
+}
+
+func TestJSONIntEdges(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want int64
+		ok   bool
+	}{{`"t": 12,`, 12, true}, {`"t":-3}`, -3, true}, {`"t":"x"`, 0, false}, {`"t":`, 0, false},
+		{`"t":-`, 0, false}, {`"t":1234567890123456789012`, 0, false},
+		{`"t":9223372036854775807}`, 9223372036854775807, true}, {`"t":9223372036854775808}`, 0, false}} {
+		got, ok := jsonInt([]byte(tc.in), keyT)
+		if got != tc.want || ok != tc.ok {
+			t.Errorf("%s: got %d %v, want %d %v", tc.in, got, ok, tc.want, tc.ok)
+		}
+	}
+}
