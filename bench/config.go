@@ -39,6 +39,7 @@ const Subprotocol = "wsedge.v1.json"
 var ErrNotAvailable = errors.New("not available yet")
 
 // Config is one run. Fill it with Defaults, change fields, then Validate.
+// It is a plain value: Run copies it and hands each worker its own copy.
 type Config struct {
 	Mode Mode
 	// URL is the WebSocket endpoint, ws://host:port/path (IPv4 only).

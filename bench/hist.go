@@ -63,7 +63,7 @@ func mergeEncoded(encoded ...string) (*hdr.Histogram, error) {
 	return out, nil
 }
 
-// Summary is a latency distribution in microseconds.
+// Summary is a latency distribution in microseconds; a plain value.
 type Summary struct {
 	Count int64   `json:"count"`
 	Mean  float64 `json:"mean_us"`

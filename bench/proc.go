@@ -115,7 +115,7 @@ func readGoroutines(url string) (int64, error) {
 	return 0, fmt.Errorf("bench: no go_goroutines at %s", url)
 }
 
-// Machine describes where a run happened.
+// Machine describes where a run happened; a plain value.
 type Machine struct {
 	Cores    int    `json:"cores"`
 	MemGiB   int64  `json:"mem_gib"`

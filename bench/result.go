@@ -11,7 +11,7 @@ import (
 
 // Result is one run's figures, printed as a summary or as JSON (--json). It
 // carries the encoded latency histogram so runs saved as JSON can be merged
-// or plotted later.
+// or plotted later. Run returns a fresh Result owned by its caller.
 type Result struct {
 	Label   string    `json:"label,omitempty"`
 	Mode    Mode      `json:"mode"`
@@ -57,7 +57,8 @@ type Result struct {
 	LatencyHist string `json:"latency_hist"`
 }
 
-// ServerStats are read from /proc/<pid>/status of the server under test.
+// ServerStats are read from /proc/<pid>/status of the server under test by
+// the parent process; part of a Result.
 type ServerStats struct {
 	PID int `json:"pid"`
 	// RSS before any connection and at the end of the measured phase.

@@ -1,7 +1,8 @@
 package bench
 
 // Stats are the counters of a loop, a worker process or a whole run. A loop
-// owns its Stats; workers and the parent only ever see copies.
+// owns its Stats and updates them on its goroutine only; workers and the
+// parent only ever see copies taken on that goroutine.
 type Stats struct {
 	Dialed        int64 `json:"dialed"`
 	Connected     int64 `json:"connected"`
