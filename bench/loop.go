@@ -191,7 +191,7 @@ func (l *loop) run() {
 	defer unix.Close(l.epfd)
 	events := make([]unix.EpollEvent, 512)
 	for !l.quit {
-		n, err := unix.EpollWait(l.epfd, events, l.timeoutMs(nowNanos()))
+		n, err := epollWait(l.epfd, events, l.timeoutNs(nowNanos()))
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.stats.LastError = "epoll_wait: " + err.Error()
 			l.stats.Errors++
@@ -229,9 +229,9 @@ func (l *loop) run() {
 	}
 }
 
-// timeoutMs is how long epoll_wait may sleep: until the next paced send or
-// dial, or forever (tasks wake the loop through the eventfd).
-func (l *loop) timeoutMs(now int64) int {
+// timeoutNs is how long epoll may sleep: until the next paced send or dial,
+// or forever (-1; tasks wake the loop through the eventfd).
+func (l *loop) timeoutNs(now int64) int64 {
 	next := int64(-1)
 	if it := l.pace.peek(); it != nil {
 		next = it.next
@@ -251,7 +251,7 @@ func (l *loop) timeoutMs(now int64) int {
 	if next <= now {
 		return 0
 	}
-	return int((next - now + 999_999) / 1_000_000)
+	return next - now
 }
 
 func (l *loop) dialMore(now int64) {
