@@ -17,5 +17,5 @@
 // lossless). The client's own cost is reported with every run (its RSS per
 // connection, its CPU, and the lag of its paced sends); measured here it is
 // about 0.8 KiB of RSS per idle connection, 7 µs of CPU per broadcast
-// delivery and 10 µs per closed-loop echo round trip (BENCHMARKS.md).
+// delivery and 8 µs per closed-loop echo round trip (BENCHMARKS.md).
 package bench
