@@ -167,11 +167,6 @@ func checkModes(t *testing.T, echo, bcast server) {
 		cfg.Conns, cfg.Rate, cfg.Size, cfg.Procs = 100, 20, 64, 2
 		r := benchRun(t, cfg)
 		s := r.Stats
-		if s.Subscribed == 0 && strings.Contains(s.LastError, "code 1003") {
-			// 1003 (unsupported data) to every subscribe: the server answers
-			// but does not speak wsedge.v1.json yet.
-			t.Skipf("server closes subscribers with 1003: no wsedge.v1.json support yet (%s)", s.LastError)
-		}
 		if s.Subscribed != 100 || s.Errors != 0 || s.Dropped != 0 {
 			t.Fatalf("broadcast: %+v", s)
 		}
