@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -93,19 +94,17 @@ func runBench(args []string) int {
 		fmt.Fprintf(os.Stderr, "wsedge bench: unexpected argument %q\n", fs.Arg(0))
 		return 2
 	}
+	if ext := strings.ToLower(filepath.Ext(*plot)); *plot != "" && ext != ".svg" && ext != ".png" {
+		fmt.Fprintf(os.Stderr, "wsedge bench: --plot %s: use a .svg or .png name\n", *plot)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	var progress *os.File
+	var progress io.Writer // nil: no progress line
 	if fi, err := os.Stderr.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 && !*quiet {
 		progress = os.Stderr
 	}
-	var res *bench.Result
-	var err error
-	if progress != nil {
-		res, err = bench.Run(ctx, cfg, progress)
-	} else {
-		res, err = bench.Run(ctx, cfg, nil)
-	}
+	res, err := bench.Run(ctx, cfg, progress)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "wsedge bench:", err)
 		return 1
