@@ -93,7 +93,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		loops:    make(map[gnet.EventLoop]*loop),
 		booted:   make(chan struct{}),
 	}
-	s.maxConns = int64(limits.MaxConns())
+	s.maxConns = int64(limits.MaxConns(cfg.Loops))
 	if cfg.MaxConns > 0 && int64(cfg.MaxConns) < s.maxConns {
 		s.maxConns = int64(cfg.MaxConns)
 	}
@@ -154,7 +154,7 @@ func (s *Server) Run(ctx context.Context) error {
 			gnet.WithNumEventLoop(s.cfg.Loops),
 			// Each loop accepts on its own SO_REUSEPORT listener, so accept
 			// and OnOpen run back to back on one goroutine and the fd
-			// ceiling in OnOpen is exact (see DESIGN.md, "File limits").
+			// ceiling in OnOpen is exact (DESIGN.md, "Connection lifecycle").
 			gnet.WithReusePort(true),
 			gnet.WithTicker(true),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),

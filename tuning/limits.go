@@ -9,11 +9,16 @@ import (
 )
 
 // FDReserve is how many file descriptors a wsedge process keeps free for
-// everything that is not a client socket: event-loop pollers and wake fds,
-// listeners, admin HTTP connections, logs, broker connections. gnet treats a
-// failed accept (EMFILE) as fatal for the whole engine, so the server must
-// never let client sockets eat into this reserve.
+// everything that is not a client socket and not per loop: stdio, the Go
+// runtime's poller, the admin listener and its (at most 32) connections,
+// logs, broker connections. gnet treats a failed accept (EMFILE) as fatal
+// for the whole engine, so the server must never let client sockets eat
+// into the reserve.
 const FDReserve = 100
+
+// FDsPerLoop is what each event loop holds besides its connections: its
+// epoll instance, its wake-up eventfd and its SO_REUSEPORT listener.
+const FDsPerLoop = 3
 
 // Limits are the host limits read at startup.
 type Limits struct {
@@ -25,18 +30,20 @@ type Limits struct {
 	PortHigh   int
 }
 
-// MaxConns is the connection ceiling the file limit implies.
-func (l Limits) MaxConns() int {
-	if l.NoFileSoft <= FDReserve {
+// MaxConns is the connection ceiling the file limit implies for a server
+// with the given number of event loops.
+func (l Limits) MaxConns(loops int) int {
+	reserve := uint64(FDReserve + FDsPerLoop*loops)
+	if l.NoFileSoft <= reserve {
 		return 0
 	}
-	return int(l.NoFileSoft - FDReserve)
+	return int(l.NoFileSoft - reserve)
 }
 
 // String formats the limits for a startup log line.
 func (l Limits) String() string {
-	return fmt.Sprintf("nofile=%d/%d somaxconn=%d ports=%d-%d max_conns=%d",
-		l.NoFileSoft, l.NoFileHard, l.Somaxconn, l.PortLow, l.PortHigh, l.MaxConns())
+	return fmt.Sprintf("nofile=%d/%d somaxconn=%d ports=%d-%d",
+		l.NoFileSoft, l.NoFileHard, l.Somaxconn, l.PortLow, l.PortHigh)
 }
 
 // RaiseNoFile raises the soft RLIMIT_NOFILE to the hard limit and reports

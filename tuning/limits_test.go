@@ -13,13 +13,13 @@ func TestRaiseNoFile(t *testing.T) {
 	if l.NoFileSoft != l.NoFileHard {
 		t.Fatalf("soft limit %d not raised to hard %d", l.NoFileSoft, l.NoFileHard)
 	}
-	if got, want := l.MaxConns(), int(l.NoFileSoft)-FDReserve; got != want {
+	if got, want := l.MaxConns(2), int(l.NoFileSoft)-FDReserve-2*FDsPerLoop; got != want {
 		t.Fatalf("MaxConns %d, want %d", got, want)
 	}
 }
 
 func TestMaxConnsSmallLimit(t *testing.T) {
-	if n := (Limits{NoFileSoft: 50}).MaxConns(); n != 0 {
+	if n := (Limits{NoFileSoft: 50}).MaxConns(1); n != 0 {
 		t.Fatalf("MaxConns with 50 fds = %d, want 0", n)
 	}
 }
