@@ -338,3 +338,18 @@ func TestFanOutOrder(t *testing.T) {
 		}
 	}
 }
+
+// TestAppPing: protocol clients that stay silent get an application-level
+// ping push with each WebSocket ping, for browsers that cannot see pings.
+func TestAppPing(t *testing.T) {
+	s := protoServer(t, func(c *Config) {
+		c.PingInterval = time.Second
+		c.IdleTimeout = 3 * time.Second
+	})
+	c := dialProto(t, s.Addr())
+	c.ws.SetPingHandler(func(string) error { return nil }) // hear pings, answer nothing
+	got := c.waitPushes(1, func(p map[string]any) bool { return p["ping"] != nil })
+	if len(got) == 0 {
+		t.Fatal("no ping push")
+	}
+}

@@ -147,6 +147,11 @@ func (l *loop) fire(c *conn) {
 		case idle >= l.pingTicks && !c.pinged:
 			c.pinged = true
 			l.tally.pings++
+			// Browsers answer WebSocket pings but cannot see them, so
+			// protocol clients also get an application-level ping push.
+			if c.protocol && !c.writeFrame(frame.OpText, protocol.AppendPing(l.out[:0])) {
+				return
+			}
 			if c.writeFrame(frame.OpPing, nil) {
 				l.wheel.add(c, c.lastSeen+l.idleTicks)
 			}
