@@ -353,3 +353,33 @@ func TestAppPing(t *testing.T) {
 		t.Fatal("no ping push")
 	}
 }
+
+// TestPresenceMassDisconnect: presence stays exact when many subscribers
+// leave at once.
+func TestPresenceMassDisconnect(t *testing.T) {
+	s := protoServer(t, nil)
+	const n, gone = 120, 90
+	var clients []*pclient
+	for range n {
+		c := dialProto(t, s.Addr())
+		c.ok(`{"op":"subscribe","channel":"chat:mass"}`)
+		clients = append(clients, c)
+	}
+	if st := clients[0].ok(`{"op":"presence_stats","channel":"chat:mass"}`); st["clients"] != float64(n) {
+		t.Fatalf("presence_stats %v, want %d clients", st, n)
+	}
+	for _, c := range clients[n-gone:] {
+		c.ws.Close()
+	}
+	checkFor(t, 10*time.Second, func() error {
+		st := clients[0].ok(`{"op":"presence_stats","channel":"chat:mass"}`)
+		if st["clients"] != float64(n-gone) {
+			return fmt.Errorf("presence_stats %v after %d disconnects, want %d clients", st, gone, n-gone)
+		}
+		return nil
+	})
+	members := clients[0].ok(`{"op":"presence","channel":"chat:mass"}`)
+	if cl, _ := members["clients"].([]any); len(cl) != n-gone {
+		t.Fatalf("presence lists %d clients, want %d", len(cl), n-gone)
+	}
+}
