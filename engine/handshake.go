@@ -2,7 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"errors"
 	"io"
 	"net/http"
 	"strconv"
@@ -16,8 +15,6 @@ const maxRequestHeader = 8 << 10
 
 // Subprotocol is the client protocol negotiated at the handshake.
 const Subprotocol = "wsedge.v1.json"
-
-var errHeaderTooLarge = errors.New("engine: request header over 8 KiB")
 
 // upgrader is one loop's handshake machinery. gobwas' Upgrader reads ahead
 // through a 4 KiB bufio.Reader, which would swallow the first frames of a

@@ -60,7 +60,6 @@ type Server struct {
 	admin    *metrics.Admin
 	booted   chan struct{}
 	draining atomic.Bool
-	stopOnce sync.Once
 }
 
 // New validates cfg and prepares a server; Run starts it.
