@@ -3,6 +3,8 @@ GO      ?= go
 BIN     ?= bin/wsedge
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 FUZZTIME ?= 60s
+# Tools installed with `go install` (staticcheck, govulncheck) live here.
+export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
 
 .PHONY: build run test race fuzz fuzz-short bench lint autobahn clean
 
