@@ -137,6 +137,42 @@ func TestPacerRate(t *testing.T) {
 	}
 }
 
+func TestShareStart(t *testing.T) {
+	// Consecutive parts tile 0..n without gaps or overlap.
+	for _, tc := range []struct{ n, k int }{{10, 3}, {19000, 2}, {1, 4}, {7, 7}} {
+		next := 0
+		for i := 0; i < tc.k; i++ {
+			if got := shareStart(tc.n, i, tc.k); got != next {
+				t.Fatalf("shareStart(%d, %d, %d) = %d, want %d", tc.n, i, tc.k, got, next)
+			}
+			next += share(tc.n, i, tc.k)
+		}
+	}
+}
+
+func TestPublisherChannels(t *testing.T) {
+	// 5 channels over 2 publishers: publisher 0 owns 0, 2, 4 and publisher
+	// 1 owns 1, 3, each in turn; the per-channel sequence is n/count+1.
+	cfg := Defaults()
+	cfg.Mode, cfg.Channels, cfg.Publishers, cfg.Channel = ModeBroadcast, 5, 2, "bench:x"
+	if cfg.publishers() != 2 || cfg.ChannelName(0) != "bench:x-1" || cfg.ChannelName(4) != "bench:x-5" {
+		t.Fatalf("publishers %d names %q %q", cfg.publishers(), cfg.ChannelName(0), cfg.ChannelName(4))
+	}
+	p0 := &conn{ch: 0, pubStride: 2, pubCount: int32(share(5, 0, 2))}
+	p1 := &conn{ch: 1, pubStride: 2, pubCount: int32(share(5, 1, 2))}
+	var got []int
+	for n := uint64(0); n < 4; n++ {
+		got = append(got, pubChannel(p0, n), pubChannel(p1, n))
+	}
+	if want := []int{0, 1, 2, 3, 4, 1, 0, 3}; !reflect.DeepEqual(got, want) {
+		t.Fatalf("channels %v, want %v", got, want)
+	}
+	cfg.Publishers, cfg.Rate = 0, 30_000
+	if cfg.publishers() != 5 {
+		t.Fatalf("auto publishers for 150k/s over 5 channels: %d, want 5", cfg.publishers())
+	}
+}
+
 func TestShare(t *testing.T) {
 	for _, tc := range []struct{ n, k int }{{10, 3}, {19000, 2}, {1, 4}, {0, 2}} {
 		sum := 0
@@ -210,6 +246,11 @@ func TestConfigValidate(t *testing.T) {
 		{"unknown mode", func(c *Config) { c.Mode = "x" }, "mode"},
 		{"broadcast rate", func(c *Config) { c.Mode = ModeBroadcast; c.Rate = 0 }, "rate"},
 		{"channel", func(c *Config) { c.Mode = ModeBroadcast; c.Channel = "nocolon" }, "channel"},
+		{"channels", func(c *Config) { c.Mode = ModeBroadcast; c.Channels = 0 }, "channels"},
+		{"channels echo", func(c *Config) { c.Channels = 2 }, "only for broadcast"},
+		{"publishers", func(c *Config) { c.Mode = ModeBroadcast; c.Channels = 2; c.Publishers = 3 }, "publishers"},
+		{"channel rate", func(c *Config) { c.Mode = ModeBroadcast; c.Channels = 1000; c.Rate = 2000 }, "rate"},
+		{"slow per proc", func(c *Config) { c.Mode = ModeBroadcast; c.Conns = 19000; c.Slow = 1000 }, "--procs 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Defaults()
@@ -318,8 +359,10 @@ func TestDeliveryAccounting(t *testing.T) {
 		l.onJSON(c, now, []byte(msg))
 	}
 	l.onJSON(c, now, []byte(`{"channel":"bench:b1","offset":9,"data":{"other":true}}`))
+	l.onJSON(c, now, []byte(`{"lagged":{"channel":"bench:b1","offset":5}}`))
 	st := l.stats
-	if st.Subscribed != 1 || l.pendingSubs != 0 || st.Received != 5 || st.Unique != 4 || st.Duplicates != 1 || st.OutOfOrder != 1 || st.Errors != 1 {
+	if st.Subscribed != 1 || l.pendingSubs != 0 || st.Received != 5 || st.Unique != 4 || st.Duplicates != 1 || st.OutOfOrder != 1 || st.Errors != 1 ||
+		st.Lagged != 1 || l.subsPer[0] != 1 {
 		t.Fatalf("stats %+v pendingSubs %d", st, l.pendingSubs)
 	}
 	if l.lat.TotalCount() != 5 || l.lat.ValueAtQuantile(50) < int64(time.Millisecond) {
@@ -332,5 +375,17 @@ func TestDeliveryAccounting(t *testing.T) {
 	}
 	if r.res.Expected != 5 || r.res.Missing != 1 {
 		t.Fatalf("expected %d missing %d, want 5 and 1", r.res.Expected, r.res.Missing)
+	}
+
+	// Per channel: 10 subscribers over 3 channels are 4, 3, 3; publishes
+	// acknowledged 5, 4, 4 per channel owe 5×4 + 4×3 + 4×3 = 44.
+	st.Unique = 40
+	r = &runState{cfg: &Config{Mode: ModeBroadcast, Conns: 10, Channels: 3, Duration: time.Second},
+		res: &Result{Published: 13}, per: []int64{5, 4, 4}, done: []*message{{Stats: st}}, stats: []Stats{st}}
+	if err := r.finish(); err != nil {
+		t.Fatal(err)
+	}
+	if r.res.Expected != 44 || r.res.Missing != 4 {
+		t.Fatalf("per channel: expected %d missing %d, want 44 and 4", r.res.Expected, r.res.Missing)
 	}
 }

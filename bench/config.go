@@ -3,9 +3,11 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"runtime"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -29,6 +31,14 @@ const (
 	MaxDuration     = time.Hour
 	MaxPayload      = 1 << 20
 	maxConnsPerProc = 19_500 // one process may open 20,000 files here
+	MaxChannels     = 100_000
+	// slowRcvBuf is the receive buffer of a --slow subscriber, set before
+	// connect so the window is small from the start (shrinking it later
+	// stalls the connection instead of filling it).
+	slowRcvBuf = 4 << 10
+	// pubRatePerConn is the publishes per second one publisher connection is
+	// given before --publishers 0 (auto) adds another.
+	pubRatePerConn = 20_000
 )
 
 // Subprotocol is the one the broadcast mode offers.
@@ -61,8 +71,19 @@ type Config struct {
 	// SetupTimeout bounds the time to open (and subscribe) all connections.
 	SetupTimeout time.Duration
 	Channel      string
-	Token        string
-	Procs        int
+	// Channels spreads broadcast subscribers round-robin over this many
+	// channels (see ChannelName); Rate is then per channel.
+	Channels int
+	// Publishers is how many publisher connections share the channels
+	// (0 = one per pubRatePerConn publishes per second, at most Channels).
+	Publishers int
+	// Slow adds broadcast subscribers, spread over the channels like the
+	// others, that subscribe with a 4 KiB receive buffer and then stop
+	// reading until the measured phase ends. They are left out of the
+	// delivery accounting and reported on their own.
+	Slow  int
+	Token string
+	Procs int
 	// Loops is event loops per process.
 	Loops int
 	// Sources is how many source addresses in 127.0.0.0/8 (from 127.0.0.2)
@@ -92,6 +113,7 @@ func Defaults() Config {
 		Drain:        5 * time.Second,
 		SetupTimeout: 120 * time.Second,
 		Channel:      "bench:b1",
+		Channels:     1,
 		Procs:        1,
 		Sources:      200,
 	}
@@ -121,9 +143,25 @@ func (cfg *Config) Validate() error {
 	if cfg.Procs < 1 || cfg.Procs > MaxProcs {
 		return fmt.Errorf("procs: %d out of range 1..%d", cfg.Procs, MaxProcs)
 	}
-	if per := (cfg.Conns + cfg.Procs - 1) / cfg.Procs; per > maxConnsPerProc {
+	if cfg.Channels < 1 || cfg.Channels > MaxChannels {
+		return fmt.Errorf("channels: %d out of range 1..%d", cfg.Channels, MaxChannels)
+	}
+	if cfg.Rate*float64(cfg.Channels) > 1e6 {
+		return fmt.Errorf("rate: %g per channel × %d channels exceeds 1e6 publishes/s", cfg.Rate, cfg.Channels)
+	}
+	if cfg.Publishers < 0 || cfg.Publishers > cfg.Channels {
+		return fmt.Errorf("publishers: %d out of range 0..%d (channels)", cfg.Publishers, cfg.Channels)
+	}
+	if cfg.Slow < 0 || cfg.Slow > MaxConns {
+		return fmt.Errorf("slow: %d out of range 0..%d", cfg.Slow, MaxConns)
+	}
+	if cfg.Mode != ModeBroadcast && (cfg.Channels != 1 || cfg.Slow != 0 || cfg.Publishers != 0) {
+		return fmt.Errorf("channels, publishers, slow: only for broadcast, not %s", cfg.Mode)
+	}
+	all := cfg.Conns + cfg.Slow
+	if per := (all + cfg.Procs - 1) / cfg.Procs; per > maxConnsPerProc {
 		return fmt.Errorf("conns: %d per process exceeds %d (the open-file limit); use --procs %d",
-			per, maxConnsPerProc, (cfg.Conns+maxConnsPerProc-1)/maxConnsPerProc)
+			per, maxConnsPerProc, (all+maxConnsPerProc-1)/maxConnsPerProc)
 	}
 	if cfg.Rate < 0 || cfg.Rate > 1e6 {
 		return fmt.Errorf("rate: %g out of range 0..1e6", cfg.Rate)
@@ -167,6 +205,24 @@ func (cfg *Config) Validate() error {
 		return fmt.Errorf("url: %s is not a loopback address; pass --allow-remote to load another host", cfg.URL)
 	}
 	return nil
+}
+
+// ChannelName is the name of broadcast channel i (0-based): Channel itself
+// when there is one, else Channel-1 … Channel-N (bench:b1-1 …).
+func (cfg *Config) ChannelName(i int) string {
+	if cfg.Channels <= 1 {
+		return cfg.Channel
+	}
+	return cfg.Channel + "-" + strconv.Itoa(i+1)
+}
+
+// publishers returns the publisher connections of a broadcast run.
+func (cfg *Config) publishers() int {
+	if cfg.Publishers > 0 {
+		return cfg.Publishers
+	}
+	n := int(math.Ceil(cfg.Rate * float64(cfg.Channels) / pubRatePerConn))
+	return max(1, min(n, cfg.Channels))
 }
 
 // loops returns the event loops per process.

@@ -18,4 +18,12 @@
 // connection, its CPU, and the lag of its paced sends); measured here it is
 // about 0.8 KiB of RSS per idle connection, 7 µs of CPU per broadcast
 // delivery and 8 µs per closed-loop echo round trip (BENCHMARKS.md).
+//
+// Broadcast can spread its subscribers round-robin over several channels
+// (--channels; subscriber g is on channel g % N, named <channel>-1 …), with
+// the publishes shared by one or more publisher connections, and add slow
+// subscribers (--slow) that stop reading after subscribing; delivery is
+// accounted per channel with per-channel sequence numbers, and the slow ones
+// are reported apart (closed by the server or not), next to the server's RSS
+// sampled every 100 ms.
 package bench

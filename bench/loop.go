@@ -30,6 +30,7 @@ const (
 	roleSub
 	rolePub
 	roleCycle // connect mode: connect, upgrade, close, repeat
+	roleSlow  // broadcast --slow: subscribes, then reads nothing until stop
 )
 
 const (
@@ -41,6 +42,9 @@ const (
 	maxTrackedSeq    = 1 << 24
 	subscribeID      = 1
 	keepReadBufBelow = 16 << 10
+	// slowSettle: after the measured phase, slow subscribers read what the
+	// server still sends them; they are done when closed or this quiet.
+	slowSettle = 300 * int64(time.Millisecond)
 )
 
 // conn is one client connection. It belongs to its loop's goroutine. An idle
@@ -52,13 +56,19 @@ type conn struct {
 	role       uint8
 	fragOp     byte
 	subPending bool
-	key        [24]byte
-	start      int64 // unix nanos of socket()
-	in         []byte
-	out        []byte
-	frag       []byte
-	pace       *pacedItem
-	seq        uint64
+	quiet      bool // a slow subscriber not reading (see roleSlow)
+	// ch is a subscriber's channel index, or a publisher's first channel;
+	// a publisher sends to ch, ch+pubStride, … (pubCount channels) in turn.
+	ch        int32
+	pubStride int32
+	pubCount  int32
+	key       [24]byte
+	start     int64 // unix nanos of socket()
+	in        []byte
+	out       []byte
+	frag      []byte
+	pace      *pacedItem
+	seq       uint64
 	// subscriber bookkeeping
 	seen   []uint64
 	maxSeq int64
@@ -88,7 +98,11 @@ type loop struct {
 
 	// dialing
 	pendingDials int
-	pendingPub   bool
+	pendingPub   int // publisher connections still to dial (part of pendingDials)
+	pendingSlow  int // slow subscribers still to dial (part of pendingDials)
+	pubNext      int // index of the next publisher connection
+	subNext      int // global index of the next subscriber: its channel is subNext % Channels
+	slowNext     int // the same for slow subscribers
 	dialRole     uint8
 	dialInterval int64
 	nextDial     int64
@@ -99,6 +113,11 @@ type loop struct {
 
 	running  bool
 	stopping bool
+
+	subsPer      []int64 // subscribed (measured) subscribers per channel
+	pubOK        []int64 // acknowledged publishes per channel
+	slowLive     int     // open slow subscribers
+	slowLastRead int64   // unix nanos of the last bytes a slow subscriber read
 
 	stats Stats
 	lat   *hdr.Histogram // whole run
@@ -211,7 +230,8 @@ func (l *loop) run() {
 			if c.state == stConnecting {
 				l.onConnected(c)
 			}
-			if c.state != stClosed && ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 {
+			if c.state != stClosed && ev.Events&(unix.EPOLLIN|unix.EPOLLHUP|unix.EPOLLRDHUP|unix.EPOLLERR) != 0 &&
+				(!c.quiet || ev.Events&(unix.EPOLLHUP|unix.EPOLLERR) != 0) {
 				l.onReadable(c)
 			}
 			if c.state != stClosed && ev.Events&unix.EPOLLOUT != 0 && len(c.out) > 0 {
@@ -267,9 +287,13 @@ func (l *loop) dialMore(now int64) {
 		}
 		l.pendingDials--
 		role := l.dialRole
-		if l.pendingPub {
-			l.pendingPub = false
+		switch {
+		case l.pendingPub > 0:
+			l.pendingPub--
 			role = rolePub
+		case l.pendingSlow > 0:
+			l.pendingSlow--
+			role = roleSlow
 		}
 		l.dial(now, role)
 	}
@@ -283,6 +307,23 @@ func (l *loop) dial(now int64, role uint8) {
 	l.stats.Dialed++
 	l.inflight++
 	t := &l.w.t
+	c := &conn{fd: -1, state: stConnecting, role: role, start: now}
+	if cfg := &l.w.cfg; cfg.Mode == ModeBroadcast {
+		// Assign the channel before anything can fail, so a failed dial
+		// does not shift the round-robin of the ones after it.
+		switch role {
+		case roleSub:
+			c.ch = int32(l.subNext % cfg.Channels)
+			l.subNext++
+		case roleSlow:
+			c.ch = int32(l.slowNext % cfg.Channels)
+			l.slowNext++
+		case rolePub:
+			p := cfg.publishers()
+			c.ch, c.pubStride, c.pubCount = int32(l.pubNext), int32(p), int32(share(cfg.Channels, l.pubNext, p))
+			l.pubNext++
+		}
+	}
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		l.inflight--
@@ -291,6 +332,9 @@ func (l *loop) dial(now int64, role uint8) {
 		return
 	}
 	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
+	if role == roleSlow {
+		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, slowRcvBuf)
+	}
 	if t.loopback {
 		// Spread source addresses over 127.0.0.0/8 and let connect pick the
 		// port per 4-tuple, so a run does not exhaust one address's ports.
@@ -315,7 +359,7 @@ func (l *loop) dial(now int64, role uint8) {
 		l.fail(fmt.Errorf("connect: %w", err))
 		return
 	}
-	c := &conn{fd: fd, state: stConnecting, role: role, start: now}
+	c.fd = fd
 	l.conns[fd] = c
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
@@ -335,7 +379,7 @@ func (l *loop) onConnected(c *conn) {
 	c.state = stHandshake
 	newKey(c.key[:], &l.rng)
 	sub := ""
-	if c.role == roleSub || c.role == rolePub {
+	if c.role == roleSub || c.role == rolePub || c.role == roleSlow {
 		sub = Subprotocol
 	}
 	t := &l.w.t
@@ -348,6 +392,9 @@ func (l *loop) onReadable(c *conn) {
 		n, err := unix.Read(c.fd, l.rbuf)
 		if n > 0 {
 			l.stats.BytesIn += int64(n)
+			if c.role == roleSlow {
+				l.slowLastRead = nowNanos()
+			}
 			if !l.consume(c, l.rbuf[:n]) {
 				return
 			}
@@ -472,6 +519,9 @@ func (l *loop) onFrame(c *conn, h frameHeader, payload []byte) bool {
 		if len(payload) >= 2 {
 			code = int(binary.BigEndian.Uint16(payload))
 		}
+		if c.role == roleSlow {
+			l.stats.SlowCloseCode = int64(code)
+		}
 		l.wbuf = appendFrame(l.wbuf[:0], opClose, payload[:min(2, len(payload))], &l.rng)
 		l.write(c, l.wbuf)
 		l.closeConn(c, fmt.Errorf("closed by server with code %d", code))
@@ -498,11 +548,14 @@ func (l *loop) onOpen(c *conn) {
 		if l.running {
 			l.startEcho(c, now)
 		}
-	case roleSub:
+	case roleSub, roleSlow:
+		if c.role == roleSlow {
+			l.slowLive++
+		}
 		l.pendingSubs++
 		c.subPending = true
 		l.wbuf = append(l.wbuf[:0], `{"id":1,"op":"subscribe","channel":`...)
-		l.wbuf = strconv.AppendQuote(l.wbuf, l.w.cfg.Channel)
+		l.wbuf = append(l.wbuf, l.w.chanJSON(int(c.ch))...)
 		l.wbuf = append(l.wbuf, '}')
 		l.sendText(c, l.wbuf)
 	case rolePub:
@@ -539,7 +592,11 @@ func (l *loop) startEcho(c *conn, now int64) {
 }
 
 func (l *loop) startPaced(c *conn, now, phase int64) {
-	period := int64(float64(time.Second) / l.w.cfg.Rate)
+	rate := l.w.cfg.Rate
+	if c.role == rolePub {
+		rate *= float64(c.pubCount) // Rate is per channel
+	}
+	period := int64(float64(time.Second) / rate)
 	if c.pace == nil {
 		c.pace = &pacedItem{idx: -1, c: c}
 	}
@@ -579,19 +636,25 @@ func publishPadding(size int, t int64, seq uint64) int {
 	return 0
 }
 
+// sendPublish sends the publisher's next publish. Publish n of c (from 0)
+// goes to channel pubChannel(c, n) with the per-channel sequence number
+// n/pubCount+1, which the subscribers of that channel check for gaps and
+// order; its id is n+2 (1 is the subscribe id).
 func (l *loop) sendPublish(c *conn) {
+	n := c.seq
 	c.seq++
+	seq := n/uint64(c.pubCount) + 1
 	now := nowNanos()
 	b := append(l.wbuf[:0], `{"id":`...)
-	b = strconv.AppendUint(b, c.seq+subscribeID, 10)
+	b = strconv.AppendUint(b, n+subscribeID+1, 10)
 	b = append(b, `,"op":"publish","channel":`...)
-	b = strconv.AppendQuote(b, l.w.cfg.Channel)
+	b = append(b, l.w.chanJSON(pubChannel(c, n))...)
 	b = append(b, `,"data":{"t":`...)
 	b = strconv.AppendInt(b, now, 10)
 	b = append(b, `,"s":`...)
-	b = strconv.AppendUint(b, c.seq, 10)
+	b = strconv.AppendUint(b, seq, 10)
 	b = append(b, `,"p":"`...)
-	for i := publishPadding(l.w.cfg.Size, now, c.seq); i > 0; i-- {
+	for i := publishPadding(l.w.cfg.Size, now, seq); i > 0; i-- {
 		b = append(b, 'x')
 	}
 	b = append(b, `"}}`...)
@@ -599,6 +662,11 @@ func (l *loop) sendPublish(c *conn) {
 	if l.sendText(c, b) {
 		l.stats.Sent++
 	}
+}
+
+// pubChannel is the channel of publisher c's publish n (from 0).
+func pubChannel(c *conn, n uint64) int {
+	return int(c.ch) + int(n%uint64(c.pubCount))*int(c.pubStride)
 }
 
 func (l *loop) onMessage(c *conn, op byte, msg []byte) {
@@ -617,7 +685,7 @@ func (l *loop) onMessage(c *conn, op byte, msg []byte) {
 		if l.running && l.w.cfg.Rate == 0 {
 			l.sendEcho(c)
 		}
-	case roleSub, rolePub:
+	case roleSub, rolePub, roleSlow:
 		l.onJSON(c, now, msg)
 	case roleIdle, roleCycle:
 		l.stats.Received++
@@ -630,6 +698,7 @@ var (
 	keyOffset = []byte(`"offset":`)
 	keyT      = []byte(`"t":`)
 	keyS      = []byte(`"s":`)
+	keyLagged = []byte(`{"lagged":`)
 )
 
 // jsonInt returns the integer after key in msg. The protocol's messages are
@@ -674,15 +743,29 @@ func (l *loop) onJSON(c *conn, now int64, msg []byte) {
 			l.fail(fmt.Errorf("error reply: %.200s", msg))
 		}
 		switch {
-		case c.role == roleSub && id == subscribeID && c.subPending:
+		case (c.role == roleSub || c.role == roleSlow) && id == subscribeID && c.subPending:
 			c.subPending = false
 			l.pendingSubs--
-			if good {
+			switch {
+			case !good:
+			case c.role == roleSlow:
+				l.stats.SlowSubscribed++
+				c.quiet = !l.stopping // stop reading until the measured phase ends
+			default:
 				l.stats.Subscribed++
+				l.countSub(int(c.ch))
 			}
-		case c.role == rolePub && good:
+		case c.role == rolePub && good && id > subscribeID:
 			l.stats.PublishOK++
+			l.countPub(pubChannel(c, uint64(id-subscribeID-1)))
 		}
+		return
+	}
+	if c.role == roleSlow {
+		return // not measured
+	}
+	if c.role == roleSub && bytes.HasPrefix(msg, keyLagged) {
+		l.stats.Lagged++
 		return
 	}
 	if c.role != roleSub {
@@ -722,6 +805,21 @@ func (l *loop) onJSON(c *conn, now int64, msg []byte) {
 	} else {
 		c.maxSeq = s
 	}
+}
+
+// countSub and countPub count per channel; the slices grow on first use.
+func (l *loop) countSub(ch int) {
+	if l.subsPer == nil {
+		l.subsPer = make([]int64, l.w.cfg.Channels)
+	}
+	l.subsPer[ch]++
+}
+
+func (l *loop) countPub(ch int) {
+	if l.pubOK == nil {
+		l.pubOK = make([]int64, l.w.cfg.Channels)
+	}
+	l.pubOK[ch]++
 }
 
 // write sends b on c, queueing what the socket does not take. It returns
@@ -789,6 +887,13 @@ func (l *loop) closeConn(c *conn, err error) {
 	}
 	if prev >= stOpen {
 		l.stats.Open--
+	}
+	if c.role == roleSlow && prev >= stOpen {
+		l.slowLive--
+		if err != nil {
+			l.stats.SlowClosed++
+		}
+		return
 	}
 	if prev < stOpen || c.role == roleCycle {
 		l.inflight--

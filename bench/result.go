@@ -26,6 +26,11 @@ type Result struct {
 	Rate     float64 `json:"rate"`
 	Size     int     `json:"size"`
 	Duration float64 `json:"duration_s"` // the measured phase
+	// Broadcast: channels the subscribers are spread over (Rate is per
+	// channel), publisher connections, and slow (never-reading) subscribers.
+	Channels   int `json:"channels,omitempty"`
+	Publishers int `json:"publishers,omitempty"`
+	Slow       int `json:"slow,omitempty"`
 
 	Stats Stats `json:"stats"`
 	// Broadcast: publishes the server acknowledged, and deliveries owed
@@ -65,7 +70,13 @@ type ServerStats struct {
 	RSSBefore  int64   `json:"rss_before_bytes"`
 	RSSAfter   int64   `json:"rss_after_bytes"`
 	RSSPerConn float64 `json:"rss_per_conn_bytes"`
-	Threads    int64   `json:"threads"`
+	// RSS with every connection open when the measured phase starts, the
+	// highest of the samples taken every 100 ms from then until the first
+	// worker finished draining, and the last of those samples.
+	RSSReady   int64 `json:"rss_ready_bytes,omitempty"`
+	RSSPeak    int64 `json:"rss_peak_bytes,omitempty"`
+	RSSDrained int64 `json:"rss_drained_bytes,omitempty"`
+	Threads    int64 `json:"threads"`
 	// Goroutines from the server's /metrics (go_goroutines); -1 if unknown.
 	Goroutines int64 `json:"goroutines"`
 	// CPU is the server's CPU use over the measured phase, in percent of
@@ -187,10 +198,18 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(&b, "  throughput  %.0f msg/s\n", r.MsgPerSec)
 		fmt.Fprintf(&b, "  round trip  %s\n", r.Latency)
 	case ModeBroadcast:
-		fmt.Fprintf(&b, "  load        1 publisher × %g msg/s × %d B to %d subscribers for %.1fs\n", r.Rate, r.Size, s.Subscribed, r.Duration)
+		fmt.Fprintf(&b, "  load        %d publisher(s) × %d channel(s) × %g msg/s × %d B to %d subscribers for %.1fs\n",
+			max(1, r.Publishers), max(1, r.Channels), r.Rate, r.Size, s.Subscribed, r.Duration)
 		fmt.Fprintf(&b, "  publishes   sent %d  acknowledged %d\n", s.Sent, r.Published)
 		fmt.Fprintf(&b, "  deliveries  expected %d  received %d  unique %d  missing %d  duplicated %d  out of order %d  errors %d\n",
 			r.Expected, s.Received, s.Unique, r.Missing, s.Duplicates, s.OutOfOrder, s.Errors)
+		if s.Lagged > 0 {
+			fmt.Fprintf(&b, "  lagged      %d lagged pushes to measured subscribers\n", s.Lagged)
+		}
+		if r.Slow > 0 {
+			fmt.Fprintf(&b, "  slow        %d asked, %d subscribed, %d closed by the server (last code %d)\n",
+				r.Slow, s.SlowSubscribed, s.SlowClosed, s.SlowCloseCode)
+		}
 		fmt.Fprintf(&b, "  throughput  %.0f deliveries/s\n", r.MsgPerSec)
 		fmt.Fprintf(&b, "  delivery    %s\n", r.Latency)
 	case ModeConnect:
@@ -213,6 +232,10 @@ func (r *Result) WriteSummary(w io.Writer) {
 		}
 		fmt.Fprintf(&b, "  server      pid %d  RSS %s → %s  (%s per conn)  threads %d  goroutines %s  CPU %.0f%%\n",
 			sv.PID, fmtBytes(float64(sv.RSSBefore)), fmtBytes(float64(sv.RSSAfter)), fmtBytes(sv.RSSPerConn), sv.Threads, g, sv.CPU)
+		if sv.RSSPeak > 0 {
+			fmt.Fprintf(&b, "  server RSS  ready %s  peak %s  drained %s (sampled every 100 ms)\n",
+				fmtBytes(float64(sv.RSSReady)), fmtBytes(float64(sv.RSSPeak)), fmtBytes(float64(sv.RSSDrained)))
+		}
 	}
 	fmt.Fprintf(&b, "  client      RSS %s  (%s per conn)  CPU %.0f%%\n", fmtBytes(float64(r.ClientRSS)), fmtBytes(r.ClientRSSPerConn), r.ClientCPU)
 	if s.LastError != "" {

@@ -26,6 +26,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		Label: cfg.Label, Mode: cfg.Mode, URL: cfg.URL, Date: time.Now().UTC(), Machine: machine(),
 		Conns: cfg.Conns, Procs: cfg.Procs, Loops: cfg.loops(), Rate: cfg.Rate, Size: cfg.Size,
 	}
+	if cfg.Mode == ModeBroadcast {
+		res.Channels, res.Publishers, res.Slow = cfg.Channels, cfg.publishers(), cfg.Slow
+	}
 	if cfg.ServerPID > 0 {
 		ps, err := readProcStatus(cfg.ServerPID)
 		if err != nil {
@@ -69,6 +72,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	// A hard bound on the whole run, whatever a worker does.
 	bound := time.NewTimer(cfg.SetupTimeout + cfg.Duration + 2*cfg.Drain + 30*time.Second)
 	defer bound.Stop()
+	// The server's RSS is sampled every 100 ms from the start of the
+	// measured phase until the first worker reports its result.
+	var rssTick <-chan time.Time
 	var (
 		ready    int
 		exited   int
@@ -86,6 +92,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			ctx = context.Background() // keep collecting until the workers exit
 		case <-ticker.C:
 			r.printProgress()
+		case <-rssTick:
+			r.sampleRSS()
 		case <-bound.C:
 			if runErr == nil {
 				runErr = errors.New("bench: run exceeded its time bound (setup + duration + drain + 30s)")
@@ -114,6 +122,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 					started = time.Now()
 					if res.Server != nil {
 						serverCPU0, _ = readCPU(res.Server.PID)
+						r.sampleRSS()
+						res.Server.RSSReady = res.Server.RSSDrained
+						t := time.NewTicker(100 * time.Millisecond)
+						defer t.Stop()
+						rssTick = t.C
 					}
 					r.phase = "run"
 					r.mark(started)
@@ -122,13 +135,18 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				}
 			case msgPublished:
 				res.Published = m.N
-				sendAll(message{Type: msgExpect, N: m.N})
+				r.per = m.Per
+				sendAll(message{Type: msgExpect, N: m.N, Per: m.Per})
 			case msgDone:
 				if !r.stopped.IsZero() {
 					r.drain = time.Since(r.stopped)
 				}
 				mm := m
 				r.done[m.Worker] = &mm
+				if rssTick != nil {
+					r.sampleRSS()
+					rssTick = nil
+				}
 			case msgError:
 				if runErr == nil {
 					runErr = fmt.Errorf("bench: worker %d: %s", m.Worker, m.Err)
@@ -172,6 +190,7 @@ type runState struct {
 	done     []*message
 	last     Stats
 	lastAt   time.Time
+	per      []int64       // broadcast: acknowledged publishes per channel
 	stopped  time.Time     // when the measured phase ended
 	drain    time.Duration // from then until the last worker finished
 }
@@ -214,6 +233,19 @@ func (r *runState) printProgress() {
 	}
 	fmt.Fprintf(r.progress, "\r\033[K%5.0fs %-4s conns %d/%d  %.0f msg/s  p99 %s  errors %d  failed %d  dropped %d",
 		now.Sub(r.began).Seconds(), phase, s.Open, r.cfg.Conns, rate, p99, s.Errors, s.ConnectFailed, s.Dropped)
+}
+
+// sampleRSS reads the server's RSS into RSSDrained (the latest sample)
+// and RSSPeak.
+func (r *runState) sampleRSS() {
+	sv := r.res.Server
+	if sv == nil {
+		return
+	}
+	if ps, err := readProcStatus(sv.PID); err == nil {
+		sv.RSSDrained = ps.RSS
+		sv.RSSPeak = max(sv.RSSPeak, ps.RSS)
+	}
 }
 
 // sampleServer reads the server's memory and threads at the end of the
@@ -281,7 +313,16 @@ func (r *runState) finish() error {
 	case ModeBroadcast:
 		// Every subscriber asked for is owed every acknowledged publish: one
 		// that failed to connect or subscribe shows up as missing deliveries.
-		res.Expected = res.Published * int64(r.cfg.Conns)
+		// Subscriber g is on channel g % Channels, so channel c has
+		// share(Conns, c, Channels) of them.
+		per := r.per
+		if len(per) == 0 {
+			per = []int64{res.Published}
+		}
+		res.Expected = 0
+		for c, n := range per {
+			res.Expected += n * int64(share(r.cfg.Conns, c, max(1, r.cfg.Channels)))
+		}
 		res.Missing = max(0, res.Expected-s.Unique)
 		res.MsgPerSec = float64(s.Received) / res.Duration
 	case ModeConnect:

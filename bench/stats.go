@@ -22,6 +22,14 @@ type Stats struct {
 	Unique     int64 `json:"unique"`
 	Duplicates int64 `json:"duplicates"`
 	OutOfOrder int64 `json:"out_of_order"`
+	// Lagged counts "lagged" pushes (slow-consumer policy lag) to
+	// subscribers that were measured.
+	Lagged int64 `json:"lagged,omitempty"`
+	// Slow subscribers (--slow): how many subscribed, how many the server
+	// closed (close frame, EOF or reset), and the last close code seen.
+	SlowSubscribed int64 `json:"slow_subscribed,omitempty"`
+	SlowClosed     int64 `json:"slow_closed,omitempty"`
+	SlowCloseCode  int64 `json:"slow_close_code,omitempty"`
 	// Handshakes completed (connect mode: full connect/upgrade/close cycles).
 	Handshakes int64 `json:"handshakes"`
 	BytesIn    int64 `json:"bytes_in"`
@@ -45,6 +53,12 @@ func (s *Stats) add(o Stats) {
 	s.Unique += o.Unique
 	s.Duplicates += o.Duplicates
 	s.OutOfOrder += o.OutOfOrder
+	s.Lagged += o.Lagged
+	s.SlowSubscribed += o.SlowSubscribed
+	s.SlowClosed += o.SlowClosed
+	if o.SlowCloseCode != 0 {
+		s.SlowCloseCode = o.SlowCloseCode
+	}
 	s.Handshakes += o.Handshakes
 	s.BytesIn += o.BytesIn
 	s.BytesOut += o.BytesOut

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	hdr "github.com/HdrHistogram/hdrhistogram-go"
@@ -29,7 +30,9 @@ type message struct {
 	Worker int    `json:"worker"`
 	Stats  Stats  `json:"stats"`
 	N      int64  `json:"n,omitempty"`
-	Err    string `json:"err,omitempty"`
+	// Per is N per broadcast channel (published, expect).
+	Per []int64 `json:"per,omitempty"`
+	Err string  `json:"err,omitempty"`
 	// Encoded histograms: Lat is the interval histogram in progress
 	// messages and the whole run in done; Conn is connect+upgrade times, Lag
 	// the lateness of paced sends.
@@ -54,10 +57,30 @@ type worker struct {
 	index int
 	count int
 	conns int // this worker's connections (subscribers in broadcast)
+	slow  int // this worker's slow subscribers
+	// names holds each broadcast channel's name as a JSON string.
+	names [][]byte
 	loops []*loop
 	// connLoops is how many loops carry the connections; a loop after them
 	// only carries the broadcast publisher.
 	connLoops int
+}
+
+// chanJSON returns channel i's name as a JSON string.
+func (w *worker) chanJSON(i int) []byte {
+	if w.names == nil {
+		w.names = make([][]byte, w.cfg.Channels)
+		for j := range w.names {
+			w.names[j] = strconv.AppendQuote(nil, w.cfg.ChannelName(j))
+		}
+	}
+	return w.names[i]
+}
+
+// shareStart returns the index of the first item of part i when n items
+// are spread over k parts by share.
+func shareStart(n, i, k int) int {
+	return i*(n/k) + min(i, n%k)
 }
 
 // share returns worker i's part of n spread over k workers.
@@ -76,7 +99,11 @@ func runWorker(ctx context.Context, cfg Config, index, count int, in <-chan mess
 	if err != nil {
 		return err
 	}
-	w := &worker{cfg: cfg, t: t, index: index, count: count, conns: share(cfg.Conns, index, count)}
+	w := &worker{cfg: cfg, t: t, index: index, count: count, conns: share(cfg.Conns, index, count),
+		slow: share(cfg.Slow, index, count)}
+	if cfg.Mode == ModeBroadcast {
+		w.chanJSON(0) // build the names here, not on a loop
+	}
 	// The broadcast publisher gets a loop of its own so its sends leave on
 	// time however busy the subscriber loops are.
 	w.connLoops = cfg.loops()
@@ -129,9 +156,7 @@ func (w *worker) snapshot(interval bool) (Stats, *hdr.Histogram) {
 	w.each(func(l *loop) {
 		ls := l.stats
 		ls.Pending = int64(l.pendingDials + l.inflight + l.pendingSubs)
-		if l.pendingPub {
-			ls.Pending++
-		}
+		ls.Pending += int64(l.pendingPub)
 		s.add(ls)
 		if interval {
 			h.Merge(l.ilat)
@@ -168,9 +193,13 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	rssBase := readSelfRSS()
 	n := w.connLoops
 	for i, l := range w.loops {
-		k, pub := 0, i >= n
+		k, slow, pub := 0, 0, i >= n
+		subBase, slowBase := 0, 0
 		if !pub {
 			k = share(w.conns, i, n)
+			slow = share(w.slow, i, n)
+			subBase = shareStart(cfg.Conns, w.index, w.count) + shareStart(w.conns, i, n)
+			slowBase = shareStart(cfg.Slow, w.index, w.count) + shareStart(w.slow, i, n)
 		}
 		var interval int64
 		if cfg.ConnectRate > 0 {
@@ -187,10 +216,12 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 			case ModeConnect:
 				return // connect mode dials when started
 			}
-			l.pendingDials = k
+			l.pendingDials = k + slow
+			l.pendingSlow = slow
+			l.subNext, l.slowNext = subBase, slowBase
 			if pub {
-				l.pendingDials++
-				l.pendingPub = true
+				l.pendingPub = cfg.publishers()
+				l.pendingDials += l.pendingPub
 			}
 			l.dialInterval = interval
 			l.nextDial = nowNanos()
@@ -238,7 +269,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	progress(true)
 	guard := time.NewTimer(cfg.Duration + 30*time.Second)
 	defer guard.Stop()
-	var expect int64 = -1
+	var expect []int64 // deliveries owed per subscriber, per channel; nil until known
 	for stopped := false; !stopped; {
 		select {
 		case <-ctx.Done():
@@ -251,7 +282,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 			case msgStop:
 				stopped = true
 			case msgExpect:
-				expect = m.N
+				expect = m.Per
 			}
 		case <-guard.C:
 			stopped = true
@@ -270,7 +301,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 		s, _ := w.snapshot(false)
 		if cfg.Mode == ModeBroadcast && w.index == 0 && !published && s.PublishOK+s.Errors >= s.Sent {
 			published = true
-			if !send(message{Type: msgPublished, N: s.PublishOK}) {
+			if !send(message{Type: msgPublished, N: s.PublishOK, Per: w.publishedPer()}) {
 				return ctx.Err()
 			}
 		}
@@ -285,7 +316,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 				return nil
 			}
 			if m.Type == msgExpect {
-				expect = m.N
+				expect = m.Per
 			}
 		case <-tick.C:
 			if !progress(false) {
@@ -295,17 +326,17 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	}
 	if cfg.Mode == ModeBroadcast && w.index == 0 && !published {
 		s, _ := w.snapshot(false)
-		if !send(message{Type: msgPublished, N: s.PublishOK}) {
+		if !send(message{Type: msgPublished, N: s.PublishOK, Per: w.publishedPer()}) {
 			return ctx.Err()
 		}
 	}
-	if cfg.Mode == ModeBroadcast && expect < 0 {
+	if cfg.Mode == ModeBroadcast && expect == nil {
 		// The parent relays worker 0's count; wait for it a little longer
 		// than worker 0 may take to send it.
 		select {
 		case m := <-in:
 			if m.Type == msgExpect {
-				expect = m.N
+				expect = m.Per
 			}
 		case <-time.After(cfg.Drain + 5*time.Second):
 		case <-ctx.Done():
@@ -328,20 +359,51 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	if cpu1, err := readCPU(os.Getpid()); err == nil {
 		final.CPU = (cpu1 - cpu0).Seconds()
 	}
-	final.N = expect
 	if !send(final) {
 		return ctx.Err()
 	}
 	return nil
 }
 
+// publishedPer sums the loops' acknowledged publishes per channel.
+func (w *worker) publishedPer() []int64 {
+	per := make([]int64, w.cfg.Channels)
+	w.each(func(l *loop) {
+		for ch, n := range l.pubOK {
+			per[ch] += n
+		}
+	})
+	return per
+}
+
+// broadcastDrained reports whether every subscriber has every delivery it
+// is owed (expect per channel) and every slow subscriber is closed or has
+// read nothing for slowSettle.
+func (w *worker) broadcastDrained(s Stats, expect []int64) bool {
+	if len(expect) != w.cfg.Channels {
+		return false
+	}
+	var owed int64
+	settled := true
+	now := nowNanos()
+	w.each(func(l *loop) {
+		for ch, n := range l.subsPer {
+			owed += n * expect[ch]
+		}
+		if l.slowLive > 0 && now-l.slowLastRead < slowSettle {
+			settled = false
+		}
+	})
+	return settled && s.Unique >= owed
+}
+
 // drained reports whether nothing the run waits for is still in flight.
-func (w *worker) drained(s Stats, expect int64) bool {
+func (w *worker) drained(s Stats, expect []int64) bool {
 	switch w.cfg.Mode {
 	case ModeEcho:
 		return s.Received >= s.Sent
 	case ModeBroadcast:
-		return expect >= 0 && s.Unique >= expect*s.Subscribed
+		return w.broadcastDrained(s, expect)
 	case ModeConnect:
 		return s.Pending == 0
 	}
@@ -384,6 +446,14 @@ func (l *loop) stop() {
 	l.stopping = true
 	l.pace.clear()
 	l.pendingDials = 0
+	// Slow subscribers read again, to learn whether the server closed them.
+	l.slowLastRead = nowNanos()
+	for _, c := range l.conns {
+		if c.quiet {
+			c.quiet = false
+			l.onReadable(c)
+		}
+	}
 }
 
 // childSpec is a child process's assignment.

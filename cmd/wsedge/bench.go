@@ -27,6 +27,8 @@ examples:
   wsedge bench echo --conns 100 --rate 0                      (closed loop)
   wsedge bench idle --conns 19000 --procs 2 --server-pid 1234
   wsedge bench broadcast --conns 10000 --rate 10 --size 64 --procs 2
+  wsedge bench broadcast --conns 19000 --channels 1000 --rate 50 --procs 2
+  wsedge bench broadcast --conns 1000 --slow 1000 --rate 10000 --server-pid 1234
   wsedge bench connect --conns 64 --duration 10s
 
 flags:
@@ -61,13 +63,16 @@ func runBench(args []string) int {
 	}
 	fs.StringVar(&cfg.URL, "url", cfg.URL, "WebSocket endpoint (ws://host:port/path, IPv4)")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections (broadcast: subscribers; connect: handshakes in flight)")
-	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "echo: msg/s per connection (0 = closed loop); broadcast: publishes/s; connect: handshakes/s (default unpaced)")
+	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "echo: msg/s per connection (0 = closed loop); broadcast: publishes/s per channel; connect: handshakes/s (default unpaced)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", cfg.ConnectRate, "new connections per second while opening (0 = no cap)")
 	fs.IntVar(&cfg.Size, "size", cfg.Size, "echo payload / publish data size in bytes")
 	fs.DurationVar(&cfg.Duration, "duration", cfg.Duration, "measured phase (idle: hold time)")
 	fs.DurationVar(&cfg.Drain, "drain", cfg.Drain, "max wait for replies and deliveries after the duration")
 	fs.DurationVar(&cfg.SetupTimeout, "setup-timeout", cfg.SetupTimeout, "max time to open and subscribe every connection")
-	fs.StringVar(&cfg.Channel, "channel", cfg.Channel, "broadcast channel (namespace:name)")
+	fs.StringVar(&cfg.Channel, "channel", cfg.Channel, "broadcast channel (namespace:name); with --channels N, N channels named <channel>-1 … <channel>-N")
+	fs.IntVar(&cfg.Channels, "channels", cfg.Channels, "broadcast: spread subscribers round-robin over this many channels; --rate is per channel")
+	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "broadcast: publisher connections sharing the channels (0 = one per 20,000 publishes/s)")
+	fs.IntVar(&cfg.Slow, "slow", cfg.Slow, "broadcast: extra subscribers (4 KiB receive buffer) that stop reading after subscribing; not in the delivery figures")
 	fs.StringVar(&cfg.Token, "token", cfg.Token, "sent as Authorization: Bearer <token>")
 	fs.IntVar(&cfg.Procs, "procs", cfg.Procs, "client processes to spread connections over (≤19,500 each)")
 	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops per process (0 = cores/procs)")
