@@ -94,7 +94,7 @@ func (l *loop) reply(c *conn, msg []byte, isErr bool) error {
 		l.tally.cmdErrors++
 	}
 	l.out = msg[:0]
-	if !c.writeFrame(frame.OpText, msg) {
+	if !c.writeFrame(frame.OpText, msg) { // counted as a message out
 		return errStop
 	}
 	return nil

@@ -36,7 +36,16 @@ type conn struct {
 	pinged       bool     // a ping is out since lastSeen
 	broken       bool     // the inbound stream is unusable: discard it
 	protocol     bool     // negotiated wsedge.v1.json
+	serverClose  bool     // the server sent the first close frame
+	closeCode    uint16   // close code sent or received, for the connection log
 	sess         *session // protocol state, from the first command on
+	stats        connStats
+}
+
+// connStats are one connection's totals, logged when it closes.
+type connStats struct {
+	bytesIn, bytesOut uint64
+	msgsIn, msgsOut   uint32
 }
 
 // errStop ends a Parse after the connection was closed or must close now.
@@ -49,6 +58,7 @@ func (c *conn) write(b []byte) bool {
 		return false
 	}
 	c.loop.tally.bytesOut += uint64(len(b))
+	c.stats.bytesOut += uint64(len(b))
 	return c.state != stateClosed
 }
 
@@ -57,6 +67,10 @@ func (c *conn) write(b []byte) bool {
 // out with writev.
 func (c *conn) writeFrame(op frame.OpCode, payload []byte) bool {
 	l := c.loop
+	if op.IsData() {
+		l.tally.msgsOut++
+		c.stats.msgsOut++
+	}
 	if len(payload) <= len(l.scratch)-frame.MaxHeaderSize {
 		return c.write(frame.AppendFrame(l.scratch[:0], op, payload))
 	}
@@ -67,7 +81,9 @@ func (c *conn) writeFrame(op frame.OpCode, payload []byte) bool {
 	if err != nil {
 		return false
 	}
-	l.tally.bytesOut += uint64(frame.HeaderLen(len(payload)) + len(payload))
+	n := uint64(frame.HeaderLen(len(payload)) + len(payload))
+	l.tally.bytesOut += n
+	c.stats.bytesOut += n
 	return c.state != stateClosed
 }
 
@@ -77,11 +93,11 @@ func (c *conn) OnMessage(op frame.OpCode, payload []byte) error {
 		return nil // closing: the peer's data is no longer wanted
 	}
 	c.loop.tally.msgsIn++
+	c.stats.msgsIn++
 	if c.loop.srv.cfg.Echo {
 		if !c.writeFrame(op, payload) {
 			return errStop
 		}
-		c.loop.tally.msgsOut++
 		return nil
 	}
 	return c.loop.srv.app.OnMessage(c, op, payload)
@@ -106,6 +122,7 @@ func (c *conn) OnClose(code frame.CloseCode, _ []byte) error {
 		if code == frame.CloseNoStatus {
 			code = frame.CloseNormal
 		}
+		c.closeCode = uint16(code)
 		c.write(frame.AppendClose(c.loop.scratch[:0], code, ""))
 	}
 	return errStop
@@ -132,6 +149,7 @@ func (c *conn) startClose(code frame.CloseCode, reason string, broken bool) {
 		return
 	}
 	l := c.loop
+	c.serverClose, c.closeCode = true, uint16(code)
 	if !c.write(frame.AppendClose(l.scratch[:0], code, reason)) {
 		return
 	}

@@ -168,6 +168,8 @@ func (l *loop) flush(c *conn) {
 	}
 	l.tally.msgsOut += uint64(msgs)
 	l.tally.bytesOut += uint64(n)
+	c.stats.msgsOut += uint32(msgs)
+	c.stats.bytesOut += uint64(n)
 	if sess.lagging > 0 {
 		l.endLag(c)
 	}

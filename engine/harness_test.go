@@ -22,6 +22,16 @@ import (
 // when the test ends.
 func startServer(t testing.TB, mutate func(*Config)) *Server {
 	t.Helper()
+	level := slog.LevelWarn
+	if testing.Verbose() {
+		level = slog.LevelDebug
+	}
+	return startServerLog(t, mutate, slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+}
+
+// startServerLog is startServer with the given logger.
+func startServerLog(t testing.TB, mutate func(*Config), log *slog.Logger) *Server {
+	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Admin = "127.0.0.1:0"
@@ -30,11 +40,7 @@ func startServer(t testing.TB, mutate func(*Config)) *Server {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	level := slog.LevelWarn
-	if testing.Verbose() {
-		level = slog.LevelDebug
-	}
-	s, err := New(cfg, slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	s, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"log/slog"
+	"net"
 	"testing"
 	"unsafe"
 
@@ -55,6 +56,10 @@ func (f *fakeConn) Writev(bs [][]byte) (int, error) {
 		n += m
 	}
 	return n, nil
+}
+
+func (f *fakeConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 9}
 }
 
 func (f *fakeConn) OutboundBuffered() int     { return 0 }

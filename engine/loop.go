@@ -29,6 +29,9 @@ type loop struct {
 	conns int // connections on this loop
 	tally tally
 
+	logBudget     int // connection summaries this tick may still log
+	logSuppressed int
+
 	// drain state: connections still to be sent 1001, spread over the grace.
 	drainList  []*conn
 	drainStart time.Time
@@ -85,6 +88,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		closeTicks: ticks(cfg.CloseTimeout),
 	}
 	l.wheel.now = s.tickNow()
+	l.logBudget = connLogsPerTick
 	l.tickFn = func(context.Context) error { l.tick(); return nil }
 	l.inbox = shard.NewInbox[shard.Msg](inboxSize)
 	l.index = shard.NewIndex[*subscription]()
@@ -97,6 +101,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 // tick advances the wheel to the present, progresses a drain and publishes
 // the loop's tallies. It runs on the loop goroutine.
 func (l *loop) tick() {
+	l.refillLogBudget()
 	l.wheel.advance(l.srv.tickNow(), l.fire)
 	if l.drainList != nil {
 		l.drainStep()

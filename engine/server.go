@@ -276,7 +276,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 }
 
 // OnClose implements gnet.EventHandler.
-func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.None // refused in OnOpen
@@ -284,6 +284,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	l := c.loop
 	if c.state != stateHandshake {
 		l.tally.closed++
+		l.logClose(c, err)
 	}
 	c.state = stateClosed
 	l.wheel.remove(c)
@@ -308,6 +309,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c.lastSeen, c.pinged = l.wheel.now, false
 	if c.broken {
 		l.tally.bytesIn += uint64(len(buf))
+		c.stats.bytesIn += uint64(len(buf))
 		_, _ = gc.Discard(-1)
 		return gnet.None
 	}
@@ -337,6 +339,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	n, err := c.parser.Parse(buf[off:], s.cfg.MaxMessage, c)
 	off += n
 	l.tally.bytesIn += uint64(off)
+	c.stats.bytesIn += uint64(off)
 	if c.state == stateClosed {
 		return gnet.None
 	}
