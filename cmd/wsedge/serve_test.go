@@ -16,6 +16,14 @@ func TestLoadServeConfig(t *testing.T) {
 	if err := os.WriteFile(file, []byte("max_message: 1000\nping_interval: 7s\nloops: 3\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	nsFile := filepath.Join(dir, "ns.yaml")
+	if err := os.WriteFile(nsFile, []byte("namespaces:\n  - name: orders\n    history_size: 10\n    history_ttl: 30s\n    publish: true\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	badNS := filepath.Join(dir, "badns.yaml")
+	if err := os.WriteFile(badNS, []byte("namespaces:\n  - name: Orders\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	bad := filepath.Join(dir, "bad.yaml")
 	if err := os.WriteFile(bad, []byte("max_mesage: 1000\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -52,6 +60,19 @@ func TestLoadServeConfig(t *testing.T) {
 			name:  "config path from env",
 			env:   map[string]string{"WSEDGE_CONFIG": file},
 			check: func(c engine.Config) bool { return c.Loops == 3 },
+		},
+		{
+			name: "namespaces replace the defaults",
+			args: []string{"--config", nsFile},
+			check: func(c engine.Config) bool {
+				return len(c.Namespaces) == 1 && c.Namespaces[0].Name == "orders" &&
+					c.Namespaces[0].HistorySize == 10 && c.Namespaces[0].HistoryTTL == 30*time.Second && c.Namespaces[0].Publish
+			},
+		},
+		{
+			name: "bad namespace name",
+			args: []string{"--config", badNS},
+			err:  true,
 		},
 		{
 			name: "unknown YAML key",
