@@ -223,7 +223,12 @@ func appendPosition(dst []byte, offset uint64, epoch string) []byte {
 }
 
 func appendClientInfo(dst []byte, client, user string, info []byte) []byte {
-	dst = append(dst, `{"client":`...)
+	return appendClientFields(append(dst, '{'), client, user, info)
+}
+
+// appendClientFields appends "client":…,"user":…[,"info":…] without braces.
+func appendClientFields(dst []byte, client, user string, info []byte) []byte {
+	dst = append(dst, `"client":`...)
 	dst = appendString(dst, client)
 	dst = append(dst, `,"user":`...)
 	dst = appendString(dst, user)
@@ -237,13 +242,6 @@ func appendClientInfo(dst []byte, client, user string, info []byte) []byte {
 func appendPresenceEvent(dst []byte, head, channel, client, user string, info []byte) []byte {
 	dst = append(dst, head...)
 	dst = appendString(dst, channel)
-	dst = append(dst, `,"client":`...)
-	dst = appendString(dst, client)
-	dst = append(dst, `,"user":`...)
-	dst = appendString(dst, user)
-	if len(info) > 0 {
-		dst = append(dst, `,"info":`...)
-		dst = append(dst, info...)
-	}
+	dst = appendClientFields(append(dst, ','), client, user, info)
 	return append(dst, "}}"...)
 }

@@ -141,10 +141,7 @@ var keep = broker.PublishOptions{HistorySize: 100}
 
 // Run runs the Broker conformance suite against instances from newBroker.
 func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, b broker.Broker)
-	}{
+	runCases(t, newBroker, []testCase[broker.Broker]{
 		{
 			name: "OffsetsStartAtOneAndIncrease",
 			run:  testOffsets,
@@ -217,16 +214,26 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 			name: "CloseIdempotent",
 			run:  testClose,
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			b := newBroker(t)
+	})
+}
+
+// testCase is one named conformance test of an implementation T.
+type testCase[T interface{ Close() error }] struct {
+	name string
+	run  func(t *testing.T, impl T)
+}
+
+// runCases runs each case as a subtest on a fresh instance, closed after it.
+func runCases[T interface{ Close() error }](t *testing.T, newImpl func(t *testing.T) T, cases []testCase[T]) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			impl := newImpl(t)
 			t.Cleanup(func() {
-				if err := b.Close(); err != nil {
+				if err := impl.Close(); err != nil {
 					t.Errorf("Close: %v", err)
 				}
 			})
-			tt.run(t, b)
+			tc.run(t, impl)
 		})
 	}
 }

@@ -14,10 +14,7 @@ import (
 // RunPresence runs the PresenceManager conformance suite against instances
 // from newPresence.
 func RunPresence(t *testing.T, newPresence func(t *testing.T) broker.PresenceManager) {
-	tests := []struct {
-		name string
-		run  func(t *testing.T, pm broker.PresenceManager)
-	}{
+	runCases(t, newPresence, []testCase[broker.PresenceManager]{
 		{
 			name: "AddRemoveCounts",
 			run:  testPresenceCounts,
@@ -38,18 +35,7 @@ func RunPresence(t *testing.T, newPresence func(t *testing.T) broker.PresenceMan
 			name: "CloseIdempotent",
 			run:  testPresenceClose,
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			pm := newPresence(t)
-			t.Cleanup(func() {
-				if err := pm.Close(); err != nil {
-					t.Errorf("Close: %v", err)
-				}
-			})
-			tt.run(t, pm)
-		})
-	}
+	})
 }
 
 // checkPresence asserts the channel's exact members and counts.
