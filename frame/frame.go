@@ -86,6 +86,56 @@ var (
 // MaxHeaderSize is the largest frame header: 2 + 8 length bytes + 4 mask bytes.
 const MaxHeaderSize = 14
 
+// Header is a parsed frame header, of a client or a server frame.
+type Header struct {
+	Fin    bool
+	Rsv    byte // RSV1–3 as bits 2, 1, 0
+	Op     OpCode
+	Masked bool
+	Mask   [4]byte
+	Length int64 // payload length; negative if the 64-bit length has its top bit set
+	Size   int   // header bytes, payload starts at b[Size]
+}
+
+// ParseHeader parses the frame header at the start of b and reports whether
+// all of it is there. Given at least 2 bytes it fills Fin, Rsv, Op and
+// Masked even when the header is not complete, and Length with the 7-bit
+// length indicator, so that a reader can reject a bad frame before the rest
+// of its header arrives. It does not allocate.
+func ParseHeader(b []byte) (h Header, whole bool) {
+	if len(b) < 2 {
+		return h, false
+	}
+	h.Fin = b[0]&0x80 != 0
+	h.Rsv = (b[0] >> 4) & 7
+	h.Op = OpCode(b[0] & 0x0f)
+	h.Masked = b[1]&0x80 != 0
+	h.Length = int64(b[1] & 0x7f)
+	h.Size = 2
+	switch h.Length {
+	case 126:
+		h.Size = 4
+	case 127:
+		h.Size = 10
+	}
+	if h.Masked {
+		h.Size += 4
+	}
+	if len(b) < h.Size {
+		return h, false
+	}
+	switch h.Length {
+	case 126:
+		h.Length = int64(binary.BigEndian.Uint16(b[2:]))
+	case 127:
+		h.Length = int64(binary.BigEndian.Uint64(b[2:])) // negative if the top bit is set
+	}
+	if h.Masked {
+		copy(h.Mask[:], b[h.Size-4:h.Size])
+	}
+	return h, true
+}
+
 // AppendHeader appends an unmasked server frame header to dst. It does not
 // allocate when dst has 10 bytes of spare capacity.
 func AppendHeader(dst []byte, fin bool, op OpCode, length int) []byte {

@@ -478,3 +478,50 @@ func TestAppendClientFrameRFC(t *testing.T) {
 		t.Fatalf("frame %x, want %x", got, want)
 	}
 }
+
+func TestParseHeader(t *testing.T) {
+	tests := []struct {
+		name  string
+		in    []byte
+		whole bool
+		want  Header
+	}{
+		{
+			name:  "one byte",
+			in:    []byte{0x81},
+			whole: false,
+		},
+		{
+			name:  "server text, 7-bit",
+			in:    []byte{0x81, 0x05, 'h'},
+			whole: true,
+			want:  Header{Fin: true, Op: OpText, Length: 5, Size: 2},
+		},
+		{
+			name:  "partial 16-bit header still reports its first byte",
+			in:    []byte{0x42, 0xfe, 0x01},
+			whole: false,
+			want:  Header{Rsv: 4, Op: OpBinary, Masked: true, Length: 126, Size: 8},
+		},
+		{
+			name:  "masked 16-bit",
+			in:    []byte{0x82, 0xfe, 0x01, 0x00, 1, 2, 3, 4},
+			whole: true,
+			want:  Header{Fin: true, Op: OpBinary, Masked: true, Mask: [4]byte{1, 2, 3, 4}, Length: 256, Size: 8},
+		},
+		{
+			name:  "64-bit with the top bit set",
+			in:    []byte{0x82, 0x7f, 0x80, 0, 0, 0, 0, 0, 0, 1},
+			whole: true,
+			want:  Header{Fin: true, Op: OpBinary, Length: -(1 << 63) + 1, Size: 10},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			got, whole := ParseHeader(tc.in)
+			if whole != tc.whole || (len(tc.in) >= 2 && got != tc.want) {
+				t.Fatalf("ParseHeader = %+v, %v; want %+v, %v", got, whole, tc.want, tc.whole)
+			}
+		})
+	}
+}

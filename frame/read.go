@@ -1,7 +1,6 @@
 package frame
 
 import (
-	"encoding/binary"
 	"sync"
 
 	"github.com/gobwas/ws"
@@ -113,16 +112,17 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		if len(rest) < 2 {
 			return n, nil
 		}
-		fin := rest[0]&0x80 != 0
-		op := OpCode(rest[0] & 0x0f)
-		length := int64(rest[1] & 0x7f)
-		if rest[0]&0x70 != 0 {
+		// Validate as soon as the first two bytes are in, before the
+		// extended length and the mask arrive (fail fast).
+		fh, whole := ParseHeader(rest)
+		fin, op, length := fh.Fin, fh.Op, fh.Length
+		if fh.Rsv != 0 {
 			return n, ErrReservedBits
 		}
 		if op.IsReserved() {
 			return n, ErrReservedOpcode
 		}
-		if rest[1]&0x80 == 0 {
+		if !fh.Masked {
 			return n, ErrUnmasked
 		}
 		control := op.IsControl()
@@ -136,28 +136,13 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		case !control && op != OpContinuation && p.msgOp != 0:
 			return n, ErrExpectedCont
 		}
-		hlen := 6
-		switch length {
-		case 126:
-			hlen = 8
-		case 127:
-			hlen = 14
-		}
-		if len(rest) < hlen {
+		if !whole {
 			return n, nil
 		}
-		switch length {
-		case 126:
-			length = int64(binary.BigEndian.Uint16(rest[2:]))
-		case 127:
-			u := binary.BigEndian.Uint64(rest[2:])
-			if u>>63 != 0 {
-				return n, ErrBadLength
-			}
-			length = int64(u)
+		if length < 0 {
+			return n, ErrBadLength
 		}
-		var mask [4]byte
-		copy(mask[:], rest[hlen-4:hlen])
+		hlen, mask := fh.Size, fh.Mask
 
 		if control {
 			if int64(len(rest)) < int64(hlen)+length {
@@ -193,8 +178,8 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		}
 		p.msgLen += int(length)
 		n += hlen
-		whole := int64(len(rest)-hlen) >= length
-		if whole && fin && op != OpContinuation {
+		arrived := int64(len(rest)-hlen) >= length
+		if arrived && fin && op != OpContinuation {
 			// The common case: a single-frame message that arrived whole.
 			payload := rest[hlen : hlen+int(length)]
 			ws.Cipher(payload, mask, 0)
