@@ -113,6 +113,10 @@ type loop struct {
 
 	running  bool
 	stopping bool
+	// pubUntil ends the publishers' schedule (unix nanos): a publish due
+	// after the measured phase is not sent even if the stop is late to
+	// reach this loop.
+	pubUntil int64
 
 	subsPer      []int64 // subscribed (measured) subscribers per channel
 	pubOK        []int64 // acknowledged publishes per channel
@@ -606,6 +610,10 @@ func (l *loop) startPaced(c *conn, now, phase int64) {
 }
 
 func (l *loop) onDue(it *pacedItem, late int64) {
+	if it.c.role == rolePub && it.next-it.period >= l.pubUntil {
+		l.pace.remove(it)
+		return
+	}
 	record(l.lag, late)
 	switch it.c.role {
 	case roleEcho:

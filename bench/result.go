@@ -60,6 +60,18 @@ type Result struct {
 	ClientCPU float64 `json:"client_cpu_percent"`
 
 	LatencyHist string `json:"latency_hist"`
+	// Timeline: one point per second of the measured phase and the drain,
+	// to tell a sustained rate from a backlog that grows.
+	Timeline []Second `json:"timeline,omitempty"`
+}
+
+// Second is one point of a Result's timeline: messages received (echo
+// replies, deliveries) in the second before T (seconds from the start of
+// the measured phase) and the p99 latency of the samples reported in it.
+type Second struct {
+	T        float64 `json:"t_s"`
+	Received int64   `json:"received"`
+	P99      float64 `json:"p99_us"`
 }
 
 // ServerStats are read from /proc/<pid>/status of the server under test by
@@ -218,6 +230,19 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(&b, "  upgrade     %s\n", r.Latency)
 	case ModeIdle:
 		fmt.Fprintf(&b, "  held        %d open for %.1fs\n", s.Open, r.Duration)
+	}
+	if n := len(r.Timeline); n > 0 {
+		b.WriteString("  per second  p99")
+		for i, p := range r.Timeline {
+			if i == 30 && n > 31 {
+				b.WriteString(" …")
+				p = r.Timeline[n-1]
+				fmt.Fprintf(&b, " %s", fmtUs(p.P99))
+				break
+			}
+			fmt.Fprintf(&b, " %s", fmtUs(p.P99))
+		}
+		b.WriteString("\n")
 	}
 	if r.Mode != ModeConnect {
 		fmt.Fprintf(&b, "  connect     %s\n", r.ConnectTime)

@@ -66,7 +66,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 
 	var serverCPU0 time.Duration
 	r := runState{cfg: &cfg, res: res, progress: progress, stats: make([]Stats, cfg.Procs),
-		ilat: make([]string, cfg.Procs), done: make([]*message, cfg.Procs), began: time.Now()}
+		ilat: make([]string, cfg.Procs), done: make([]*message, cfg.Procs), began: time.Now(), acc: newHist()}
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	// A hard bound on the whole run, whatever a worker does.
@@ -92,6 +92,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			ctx = context.Background() // keep collecting until the workers exit
 		case <-ticker.C:
 			r.printProgress()
+			if !started.IsZero() {
+				r.second(started)
+			}
 		case <-rssTick:
 			r.sampleRSS()
 		case <-bound.C:
@@ -115,6 +118,9 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			case msgProgress:
 				r.stats[m.Worker] = m.Stats
 				r.ilat[m.Worker] = m.Lat
+				if h, err := decodeHist(m.Lat); err == nil && !started.IsZero() {
+					r.acc.Merge(h)
+				}
 			case msgReady:
 				r.stats[m.Worker] = m.Stats
 				ready++
@@ -190,9 +196,12 @@ type runState struct {
 	done     []*message
 	last     Stats
 	lastAt   time.Time
-	per      []int64       // broadcast: acknowledged publishes per channel
-	stopped  time.Time     // when the measured phase ended
-	drain    time.Duration // from then until the last worker finished
+	per      []int64        // broadcast: acknowledged publishes per channel
+	acc      *hdr.Histogram // latency reported since the last timeline point
+	accRecv  int64          // Received at the last timeline point
+	started  time.Time      // start of the measured phase, once the timeline has begun
+	stopped  time.Time      // when the measured phase ended
+	drain    time.Duration  // from then until the last worker finished
 }
 
 func (r *runState) mark(t time.Time) {
@@ -233,6 +242,24 @@ func (r *runState) printProgress() {
 	}
 	fmt.Fprintf(r.progress, "\r\033[K%5.0fs %-4s conns %d/%d  %.0f msg/s  p99 %s  errors %d  failed %d  dropped %d",
 		now.Sub(r.began).Seconds(), phase, s.Open, r.cfg.Conns, rate, p99, s.Errors, s.ConnectFailed, s.Dropped)
+}
+
+// second appends a timeline point: what was received and its latency
+// since the previous one. Workers report once a second on their own clocks,
+// so a point may hold a little more or less than one second of samples.
+func (r *runState) second(started time.Time) {
+	if r.cfg.Mode != ModeBroadcast && r.cfg.Mode != ModeEcho {
+		return
+	}
+	r.started = started
+	recv := r.total().Received
+	r.res.Timeline = append(r.res.Timeline, Second{
+		T:        time.Since(started).Seconds(),
+		Received: recv - r.accRecv,
+		P99:      float64(r.acc.ValueAtQuantile(99)) / 1e3,
+	})
+	r.accRecv = recv
+	r.acc.Reset()
 }
 
 // sampleRSS reads the server's RSS into RSSDrained (the latest sample)
@@ -296,6 +323,11 @@ func (r *runState) finish() error {
 				return fmt.Errorf("bench: merging worker %d dropped %d samples", i, dropped)
 			}
 		}
+	}
+	if !r.started.IsZero() && res.Stats.Received > r.accRecv {
+		// What arrived after the last progress report.
+		res.Timeline = append(res.Timeline, Second{T: time.Since(r.started).Seconds(),
+			Received: res.Stats.Received - r.accRecv, P99: float64(r.acc.ValueAtQuantile(99)) / 1e3})
 	}
 	res.Latency = summarize(lat)
 	res.ConnectTime = summarize(conn)

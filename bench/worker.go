@@ -292,7 +292,12 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 			}
 		}
 	}
-	w.each(func(l *loop) { l.stop() })
+	// The publisher's loop (the last) stops first: a stop posted behind busy
+	// subscriber loops would let it publish past the measured phase.
+	for i := len(w.loops) - 1; i >= 0; i-- {
+		l := w.loops[i]
+		l.call(l.stop)
+	}
 
 	// Drain: wait for what is still in flight, bounded by cfg.Drain.
 	drainEnd := time.Now().Add(cfg.Drain)
@@ -423,6 +428,7 @@ func (l *loop) start() {
 			}
 		}
 	case ModeBroadcast:
+		l.pubUntil = now + int64(cfg.Duration)
 		for _, c := range l.conns {
 			if c.role == rolePub && c.state == stOpen {
 				l.startPaced(c, now, 0)
