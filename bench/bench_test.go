@@ -360,9 +360,10 @@ func TestDeliveryAccounting(t *testing.T) {
 	}
 	l.onJSON(c, now, []byte(`{"channel":"bench:b1","offset":9,"data":{"other":true}}`))
 	l.onJSON(c, now, []byte(`{"lagged":{"channel":"bench:b1","offset":5}}`))
+	l.onJSON(c, now, []byte(`{"disconnect":{"code":4005,"reason":"slow consumer","reconnect":true}}`))
 	st := l.stats
 	if st.Subscribed != 1 || l.pendingSubs != 0 || st.Received != 5 || st.Unique != 4 || st.Duplicates != 1 || st.OutOfOrder != 1 || st.Errors != 1 ||
-		st.Lagged != 1 || l.subsPer[0] != 1 {
+		st.Lagged != 1 || st.Disconnected != 1 || l.subsPer[0] != 1 {
 		t.Fatalf("stats %+v pendingSubs %d", st, l.pendingSubs)
 	}
 	if l.lat.TotalCount() != 5 || l.lat.ValueAtQuantile(50) < int64(time.Millisecond) {

@@ -50,6 +50,7 @@ func TestAgainstWsedge(t *testing.T) {
 		small := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--max-outbound-bytes", "16384")
 		cfg := Defaults()
 		cfg.Mode, cfg.URL, cfg.Duration, cfg.ServerPID = ModeBroadcast, "ws://"+small.ws+"/ws", time.Second, small.pid
+		cfg.ServerMetrics = "http://" + small.admin + "/metrics"
 		cfg.Conns, cfg.Slow, cfg.Channels, cfg.Rate, cfg.Size = 10, 5, 2, 1000, 4000
 		r := benchRun(t, cfg)
 		s := r.Stats
@@ -60,7 +61,7 @@ func TestAgainstWsedge(t *testing.T) {
 			r.Missing != 0 || s.Unique != r.Expected || s.Duplicates != 0 || s.OutOfOrder != 0 {
 			t.Fatalf("others: published %d missing %d %+v", r.Published, r.Missing, s)
 		}
-		if sv := r.Server; sv.RSSReady <= 0 || sv.RSSPeak < sv.RSSReady || sv.RSSDrained <= 0 {
+		if sv := r.Server; sv.RSSReady <= 0 || sv.RSSPeak < sv.RSSReady || sv.RSSDrained <= 0 || sv.SlowClosed != 5 {
 			t.Fatalf("server RSS: %+v", sv)
 		}
 	})

@@ -707,6 +707,7 @@ var (
 	keyT      = []byte(`"t":`)
 	keyS      = []byte(`"s":`)
 	keyLagged = []byte(`{"lagged":`)
+	keyDisc   = []byte(`{"disconnect":`)
 )
 
 // jsonInt returns the integer after key in msg. The protocol's messages are
@@ -774,6 +775,12 @@ func (l *loop) onJSON(c *conn, now int64, msg []byte) {
 	}
 	if c.role == roleSub && bytes.HasPrefix(msg, keyLagged) {
 		l.stats.Lagged++
+		return
+	}
+	if c.role == roleSub && bytes.HasPrefix(msg, keyDisc) {
+		// The close that follows counts the connection as dropped.
+		l.stats.Disconnected++
+		l.fail(fmt.Errorf("disconnect push: %.200s", msg))
 		return
 	}
 	if c.role != roleSub {

@@ -98,21 +98,46 @@ func readSelfRSS() int64 {
 
 // readGoroutines fetches a Prometheus text page and returns go_goroutines.
 func readGoroutines(url string) (int64, error) {
-	cl := http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(url)
+	m, err := readMetrics(url, "go_goroutines")
 	if err != nil {
 		return 0, err
 	}
+	return m["go_goroutines"], nil
+}
+
+// Slow-consumer counters of a wsedge server's /metrics.
+const (
+	metricSlowClosed = `wsedge_slow_consumer_total{policy="close"}`
+	metricLagDropped = `wsedge_slow_consumer_dropped_total{policy="lag"}`
+)
+
+// readMetrics reads the named series (name with labels, exactly as
+// exposed) from a Prometheus text endpoint. A series that is absent is an
+// error only if none of them is found.
+func readMetrics(url string, names ...string) (map[string]int64, error) {
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return nil, err
+	}
 	defer resp.Body.Close()
+	out := make(map[string]int64, len(names))
 	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Text()
-		if strings.HasPrefix(line, "go_goroutines ") {
-			return strconv.ParseInt(strings.TrimSpace(strings.TrimPrefix(line, "go_goroutines ")), 10, 64)
+		for _, n := range names {
+			if v, ok := strings.CutPrefix(line, n+" "); ok {
+				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					out[n] = int64(f)
+				}
+			}
 		}
 	}
-	return 0, fmt.Errorf("bench: no go_goroutines at %s", url)
+	if len(out) == 0 {
+		return nil, fmt.Errorf("bench: none of %v at %s", names, url)
+	}
+	return out, nil
 }
 
 // Machine describes where a run happened; a plain value.

@@ -94,6 +94,10 @@ type ServerStats struct {
 	// CPU is the server's CPU use over the measured phase, in percent of
 	// one core.
 	CPU float64 `json:"cpu_percent"`
+	// Slow-consumer counters from the server's /metrics after the run:
+	// connections closed by the close policy, messages dropped by lag.
+	SlowClosed int64 `json:"slow_closed,omitempty"`
+	LagDropped int64 `json:"lag_dropped,omitempty"`
 }
 
 // WriteJSON writes r as indented JSON.
@@ -215,11 +219,11 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(&b, "  publishes   sent %d  acknowledged %d\n", s.Sent, r.Published)
 		fmt.Fprintf(&b, "  deliveries  expected %d  received %d  unique %d  missing %d  duplicated %d  out of order %d  errors %d\n",
 			r.Expected, s.Received, s.Unique, r.Missing, s.Duplicates, s.OutOfOrder, s.Errors)
-		if s.Lagged > 0 {
-			fmt.Fprintf(&b, "  lagged      %d lagged pushes to measured subscribers\n", s.Lagged)
+		if s.Lagged > 0 || s.Disconnected > 0 {
+			fmt.Fprintf(&b, "  measured    %d lagged pushes, %d disconnect pushes to measured subscribers\n", s.Lagged, s.Disconnected)
 		}
 		if r.Slow > 0 {
-			fmt.Fprintf(&b, "  slow        %d asked, %d subscribed, %d closed by the server (last code %d)\n",
+			fmt.Fprintf(&b, "  slow        %d asked, %d subscribed, %d seen closed by the server before the drain ended (last code %d)\n",
 				r.Slow, s.SlowSubscribed, s.SlowClosed, s.SlowCloseCode)
 		}
 		fmt.Fprintf(&b, "  throughput  %.0f deliveries/s\n", r.MsgPerSec)
@@ -257,6 +261,9 @@ func (r *Result) WriteSummary(w io.Writer) {
 		}
 		fmt.Fprintf(&b, "  server      pid %d  RSS %s → %s  (%s per conn)  threads %d  goroutines %s  CPU %.0f%%\n",
 			sv.PID, fmtBytes(float64(sv.RSSBefore)), fmtBytes(float64(sv.RSSAfter)), fmtBytes(sv.RSSPerConn), sv.Threads, g, sv.CPU)
+		if sv.SlowClosed > 0 || sv.LagDropped > 0 {
+			fmt.Fprintf(&b, "  server slow %d closed (policy close), %d messages dropped (policy lag), from /metrics\n", sv.SlowClosed, sv.LagDropped)
+		}
 		if sv.RSSPeak > 0 {
 			fmt.Fprintf(&b, "  server RSS  ready %s  peak %s  drained %s (sampled every 100 ms)\n",
 				fmtBytes(float64(sv.RSSReady)), fmtBytes(float64(sv.RSSPeak)), fmtBytes(float64(sv.RSSDrained)))

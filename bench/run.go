@@ -181,6 +181,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	if runErr != nil {
 		return nil, runErr
 	}
+	if res.Server != nil && cfg.ServerMetrics != "" && cfg.Mode == ModeBroadcast {
+		if m, err := readMetrics(cfg.ServerMetrics, metricSlowClosed, metricLagDropped); err == nil {
+			res.Server.SlowClosed, res.Server.LagDropped = m[metricSlowClosed], m[metricLagDropped]
+		}
+	}
 	return res, r.finish()
 }
 

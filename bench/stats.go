@@ -25,6 +25,9 @@ type Stats struct {
 	// Lagged counts "lagged" pushes (slow-consumer policy lag) to
 	// subscribers that were measured.
 	Lagged int64 `json:"lagged,omitempty"`
+	// Disconnected counts "disconnect" pushes (the server closing the
+	// connection, e.g. as a slow consumer) to measured subscribers.
+	Disconnected int64 `json:"disconnected,omitempty"`
 	// Slow subscribers (--slow): how many subscribed, how many the server
 	// closed (close frame, EOF or reset), and the last close code seen.
 	SlowSubscribed int64 `json:"slow_subscribed,omitempty"`
@@ -54,6 +57,7 @@ func (s *Stats) add(o Stats) {
 	s.Duplicates += o.Duplicates
 	s.OutOfOrder += o.OutOfOrder
 	s.Lagged += o.Lagged
+	s.Disconnected += o.Disconnected
 	s.SlowSubscribed += o.SlowSubscribed
 	s.SlowClosed += o.SlowClosed
 	if o.SlowCloseCode != 0 {
