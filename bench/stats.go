@@ -28,8 +28,12 @@ type Stats struct {
 	// Disconnected counts "disconnect" pushes (the server closing the
 	// connection, e.g. as a slow consumer) to measured subscribers.
 	Disconnected int64 `json:"disconnected,omitempty"`
-	// Slow subscribers (--slow): how many subscribed, how many the server
-	// closed (close frame, EOF or reset), and the last close code seen.
+	// Slow subscribers (--slow): how many subscribed, how many the bench
+	// saw closed by the server (close frame, EOF or reset) once it read
+	// what was queued for them after the measured phase, and the last close
+	// code seen. A lower bound: a slow subscriber whose backlog does not
+	// drain within --drain is not counted (ServerStats.SlowClosed is the
+	// server's own count).
 	SlowSubscribed int64 `json:"slow_subscribed,omitempty"`
 	SlowClosed     int64 `json:"slow_closed,omitempty"`
 	SlowCloseCode  int64 `json:"slow_close_code,omitempty"`
