@@ -335,19 +335,6 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 			return ctx.Err()
 		}
 	}
-	if cfg.Mode == ModeBroadcast && expect == nil {
-		// The parent relays worker 0's count; wait for it a little longer
-		// than worker 0 may take to send it.
-		select {
-		case m := <-in:
-			if m.Type == msgExpect {
-				expect = m.Per
-			}
-		case <-time.After(cfg.Drain + 5*time.Second):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
 
 	final := message{Type: msgDone}
 	lat, conn, lag := newHist(), newHist(), newHist()
