@@ -42,6 +42,14 @@ func TestAgainstWsedge(t *testing.T) {
 			t.Fatalf("deliveries: expected %d unique %d missing %d dup %d ooo %d",
 				r.Expected, s.Unique, r.Missing, s.Duplicates, s.OutOfOrder)
 		}
+		// The per-second timeline accounts for every delivery.
+		var sum int64
+		for _, p := range r.Timeline {
+			sum += p.Received
+		}
+		if sum != s.Received {
+			t.Fatalf("timeline holds %d deliveries of %d: %+v", sum, s.Received, r.Timeline)
+		}
 	})
 	t.Run("broadcast slow", func(t *testing.T) {
 		// 5 subscribers that never read, against a 16 KiB outbound bound:

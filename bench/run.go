@@ -126,6 +126,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				ready++
 				if ready == cfg.Procs {
 					started = time.Now()
+					r.started = started
 					if res.Server != nil {
 						serverCPU0, _ = readCPU(res.Server.PID)
 						r.sampleRSS()
@@ -204,7 +205,7 @@ type runState struct {
 	per      []int64        // broadcast: acknowledged publishes per channel
 	acc      *hdr.Histogram // latency reported since the last timeline point
 	accRecv  int64          // Received at the last timeline point
-	started  time.Time      // start of the measured phase, once the timeline has begun
+	started  time.Time      // start of the measured phase
 	stopped  time.Time      // when the measured phase ended
 	drain    time.Duration  // from then until the last worker finished
 }
@@ -256,7 +257,6 @@ func (r *runState) second(started time.Time) {
 	if r.cfg.Mode != ModeBroadcast && r.cfg.Mode != ModeEcho {
 		return
 	}
-	r.started = started
 	recv := r.total().Received
 	r.res.Timeline = append(r.res.Timeline, Second{
 		T:        time.Since(started).Seconds(),
