@@ -37,6 +37,12 @@ type Config struct {
 	MaxOutboundBytes    int    `yaml:"max_outbound_bytes"`
 	MaxOutboundMessages int    `yaml:"max_outbound_messages"`
 	SlowConsumer        string `yaml:"slow_consumer"`
+	// SocketSendBuffer caps each connection's kernel send buffer
+	// (SO_SNDBUF, bytes; 0 keeps the kernel's autotuning, which on Linux
+	// lets a socket that is not read hold up to tcp_wmem's maximum, 4 MiB
+	// by default). The outbound bounds above cover process memory; this
+	// one bounds the kernel's share and makes a slow consumer show sooner.
+	SocketSendBuffer int `yaml:"socket_send_buffer"`
 	// RecoveryMax caps the publications in one subscribe-recovery or
 	// history reply.
 	RecoveryMax int `yaml:"recovery_max"`
@@ -122,6 +128,8 @@ func (c *Config) Validate() error {
 		return bad("max-outbound-bytes", "%d is under 1024", c.MaxOutboundBytes)
 	case c.MaxOutboundMessages < 1:
 		return bad("max-outbound-messages", "%d is under 1", c.MaxOutboundMessages)
+	case c.SocketSendBuffer < 0:
+		return bad("socket-send-buffer", "%d is negative", c.SocketSendBuffer)
 	case c.SlowConsumer != "close" && c.SlowConsumer != "lag":
 		return bad("slow-consumer", "%q is neither close nor lag", c.SlowConsumer)
 	case c.RecoveryMax < 1:

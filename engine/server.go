@@ -267,6 +267,9 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		s.m.RejectedCeiling.Inc()
 		return respCeiling, gnet.Close
 	}
+	if s.cfg.SocketSendBuffer > 0 {
+		_ = gc.SetWriteBuffer(s.cfg.SocketSendBuffer)
+	}
 	l := s.loopFor(gc.EventLoop())
 	c := &conn{gc: gc, loop: l, lastSeen: l.wheel.now, opened: l.wheel.now}
 	gc.SetContext(c)

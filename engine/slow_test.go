@@ -201,3 +201,30 @@ func TestLagNotice(t *testing.T) {
 }
 
 func bufioReader(nc net.Conn) *bufio.Reader { return bufio.NewReaderSize(nc, 64<<10) }
+
+// TestSocketSendBuffer: --socket-send-buffer caps SO_SNDBUF of every
+// accepted connection (Linux reports twice the value set).
+func TestSocketSendBuffer(t *testing.T) {
+	s := startServer(t, func(c *Config) { c.SocketSendBuffer = 16 << 10 })
+	handshake(t, s.Addr())
+	got := make(chan int, 1)
+	for _, l := range *s.list.Load() {
+		_ = l.el.Execute(t.Context(), runnable(func() {
+			l.wheel.each(func(c *conn) {
+				v, err := syscall.GetsockoptInt(c.gc.Fd(), syscall.SOL_SOCKET, syscall.SO_SNDBUF)
+				if err != nil {
+					t.Error(err)
+				}
+				got <- v
+			})
+		}))
+	}
+	select {
+	case v := <-got:
+		if v != 2*(16<<10) {
+			t.Fatalf("SO_SNDBUF %d, want %d", v, 2*(16<<10))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no connection found on any loop")
+	}
+}
