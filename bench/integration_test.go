@@ -18,7 +18,7 @@ func TestAgainstWsedge(t *testing.T) {
 	}
 	bin, out := buildBinary(t, "..", "./cmd/wsedge", "wsedge")
 	if bin == "" {
-		t.Skipf("wsedge does not build yet:\n%s", out)
+		t.Fatalf("wsedge does not build:\n%s", out)
 	}
 	echo := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--echo")
 	bcast := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")

@@ -6,6 +6,10 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"strconv"
+
+	"github.com/gobwas/ws"
+
+	"github.com/wsedge/wsedge/frame"
 )
 
 // Client side of RFC 6455, reduced to what the load generator needs: build
@@ -102,37 +106,13 @@ func parseUpgradeResponse(b, key []byte) (n, status int, ok bool) {
 // appendFrame appends one masked, final client frame carrying payload to dst.
 // The mask key comes from rng. It allocates only if dst must grow.
 func appendFrame(dst []byte, op byte, payload []byte, rng *uint64) []byte {
-	n := len(payload)
-	dst = append(dst, 0x80|op)
-	switch {
-	case n < 126:
-		dst = append(dst, 0x80|byte(n))
-	case n <= 0xffff:
-		dst = append(dst, 0x80|126, byte(n>>8), byte(n))
-	default:
-		dst = append(dst, 0x80|127)
-		dst = binary.BigEndian.AppendUint64(dst, uint64(n))
-	}
 	var key [4]byte
 	binary.LittleEndian.PutUint32(key[:], uint32(nextRand(rng)))
-	dst = append(dst, key[:]...)
-	start := len(dst)
-	dst = append(dst, payload...)
-	maskBytes(dst[start:], key)
-	return dst
+	return frame.AppendClientFrame(dst, true, frame.OpCode(op), payload, key)
 }
 
-func maskBytes(b []byte, key [4]byte) {
-	k := binary.LittleEndian.Uint32(key[:])
-	k64 := uint64(k) | uint64(k)<<32
-	i := 0
-	for ; i+8 <= len(b); i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], binary.LittleEndian.Uint64(b[i:])^k64)
-	}
-	for ; i < len(b); i++ {
-		b[i] ^= key[i&3]
-	}
-}
+// maskBytes (un)masks b with key from its first byte.
+func maskBytes(b []byte, key [4]byte) { ws.Cipher(b, key, 0) }
 
 // frameHeader is a parsed server frame header.
 type frameHeader struct {
@@ -148,41 +128,15 @@ type frameHeader struct {
 // while b holds less than a whole header. The payload is
 // b[hdrSize:hdrSize+length] once that many bytes are present.
 func parseFrameHeader(b []byte) (h frameHeader, ok bool) {
-	if len(b) < 2 {
+	fh, whole := frame.ParseHeader(b)
+	if !whole {
 		return h, false
 	}
-	h.fin = b[0]&0x80 != 0
-	h.op = b[0] & 0x0f
-	h.masked = b[1]&0x80 != 0
-	n := int(b[1] & 0x7f)
-	h.hdrSize = 2
-	switch n {
-	case 126:
-		if len(b) < 4 {
-			return h, false
-		}
-		n = int(binary.BigEndian.Uint16(b[2:]))
-		h.hdrSize = 4
-	case 127:
-		if len(b) < 10 {
-			return h, false
-		}
-		v := binary.BigEndian.Uint64(b[2:])
-		if v > 1<<40 {
-			v = 1 << 40 // absurd; the caller rejects it against its limit
-		}
-		n = int(v)
-		h.hdrSize = 10
+	n := fh.Length
+	if n < 0 || n > 1<<40 {
+		n = 1 << 40 // absurd; the caller rejects it against its limit
 	}
-	if h.masked {
-		if len(b) < h.hdrSize+4 {
-			return h, false
-		}
-		copy(h.key[:], b[h.hdrSize:])
-		h.hdrSize += 4
-	}
-	h.length = n
-	return h, true
+	return frameHeader{fin: fh.Fin, op: byte(fh.Op), masked: fh.Masked, key: fh.Mask, length: int(n), hdrSize: fh.Size}, true
 }
 
 // nextRand is xorshift64*: cheap, good enough for mask keys and phases.
