@@ -159,20 +159,31 @@ func (a yAxis) frac(y float64) float64 {
 const (
 	plotW, plotH           = 900, 540
 	padL, padR, padT, padB = 80, 30, 50, 110
+	// iw and ih are the plot area inside the padding.
+	iw, ih = float64(plotW - padL - padR), float64(plotH - padT - padB)
 )
+
+// plotLayout is what both renderers share: the series, the axes and the
+// mapping from (nines, latency) to pixels.
+func plotLayout(rs []*Result, title string) (ss []series, nines float64, ya yAxis, px, py func(float64) float64, _ string, err error) {
+	ss, nines, err = plotSeries(rs)
+	if err != nil {
+		return nil, 0, ya, nil, nil, "", err
+	}
+	ya = newYAxis(ss)
+	px = func(x float64) float64 { return padL + x/nines*iw }
+	py = func(y float64) float64 { return padT + ih - ya.frac(y)*ih }
+	if title == "" {
+		title = "Latency by percentile"
+	}
+	return ss, nines, ya, px, py, title, nil
+}
 
 // PlotSVG writes the latency percentile distribution of rs as SVG.
 func PlotSVG(w io.Writer, rs []*Result, title string) error {
-	ss, nines, err := plotSeries(rs)
+	ss, nines, ya, px, py, title, err := plotLayout(rs, title)
 	if err != nil {
 		return err
-	}
-	ya := newYAxis(ss)
-	iw, ih := float64(plotW-padL-padR), float64(plotH-padT-padB)
-	px := func(x float64) float64 { return padL + x/nines*iw }
-	py := func(y float64) float64 { return padT + ih - ya.frac(y)*ih }
-	if title == "" {
-		title = "Latency by percentile"
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="13">`+"\n", plotW, plotH, plotW, plotH)
@@ -213,16 +224,9 @@ func PlotSVG(w io.Writer, rs []*Result, title string) error {
 
 // PlotPNG writes the same plot as a PNG image.
 func PlotPNG(w io.Writer, rs []*Result, title string) error {
-	ss, nines, err := plotSeries(rs)
+	ss, nines, ya, px, py, title, err := plotLayout(rs, title)
 	if err != nil {
 		return err
-	}
-	ya := newYAxis(ss)
-	iw, ih := float64(plotW-padL-padR), float64(plotH-padT-padB)
-	px := func(x float64) float64 { return padL + x/nines*iw }
-	py := func(y float64) float64 { return padT + ih - ya.frac(y)*ih }
-	if title == "" {
-		title = "Latency by percentile"
 	}
 	img := image.NewRGBA(image.Rect(0, 0, plotW, plotH))
 	draw.Draw(img, img.Bounds(), image.White, image.Point{}, draw.Src)
