@@ -43,6 +43,11 @@ type Config struct {
 	// by default). The outbound bounds above cover process memory; this
 	// one bounds the kernel's share and makes a slow consumer show sooner.
 	SocketSendBuffer int `yaml:"socket_send_buffer"`
+	// FlushInterval, when set, makes each loop write its subscribers at
+	// most once per interval instead of after every batch of
+	// publications: with many channels each connection then gets several
+	// frames per writev, trading that much latency for fan-out capacity.
+	FlushInterval time.Duration `yaml:"flush_interval"`
 	// RecoveryMax caps the publications in one subscribe-recovery or
 	// history reply.
 	RecoveryMax int `yaml:"recovery_max"`
@@ -128,6 +133,8 @@ func (c *Config) Validate() error {
 		return bad("max-outbound-bytes", "%d is under 1024", c.MaxOutboundBytes)
 	case c.MaxOutboundMessages < 1:
 		return bad("max-outbound-messages", "%d is under 1", c.MaxOutboundMessages)
+	case c.FlushInterval < 0 || c.FlushInterval > time.Second:
+		return bad("flush-interval", "%v not in 0..1s", c.FlushInterval)
 	case c.SocketSendBuffer < 0:
 		return bad("socket-send-buffer", "%d is negative", c.SocketSendBuffer)
 	case c.SlowConsumer != "close" && c.SlowConsumer != "lag":

@@ -54,11 +54,16 @@ var errStop = errors.New("engine: stop reading")
 // write sends b, reporting false if gnet closed the connection on a write
 // error (gnet calls OnClose synchronously in that case).
 func (c *conn) write(b []byte) bool {
+	l := c.loop
+	l.tally.bytesOut += uint64(len(b))
+	c.stats.bytesOut += uint64(len(b))
+	if l.batch == c {
+		l.wbuf = append(l.wbuf, b...)
+		return true
+	}
 	if _, err := c.gc.Write(b); err != nil {
 		return false
 	}
-	c.loop.tally.bytesOut += uint64(len(b))
-	c.stats.bytesOut += uint64(len(b))
 	return c.state != stateClosed
 }
 
@@ -71,8 +76,18 @@ func (c *conn) writeFrame(op frame.OpCode, payload []byte) bool {
 		l.tally.msgsOut++
 		c.stats.msgsOut++
 	}
-	if len(payload) <= len(l.scratch)-frame.MaxHeaderSize {
+	if len(payload) <= cap(l.scratch)-frame.MaxHeaderSize {
+		if l.batch == c {
+			n := len(l.wbuf)
+			l.wbuf = frame.AppendFrame(l.wbuf, op, payload)
+			l.tally.bytesOut += uint64(len(l.wbuf) - n)
+			c.stats.bytesOut += uint64(len(l.wbuf) - n)
+			return true
+		}
 		return c.write(frame.AppendFrame(l.scratch[:0], op, payload))
+	}
+	if l.batch == c && !l.writeBatch() {
+		return false
 	}
 	l.iov[0] = frame.AppendHeader(l.scratch[:0], true, op, len(payload))
 	l.iov[1] = payload
@@ -155,6 +170,9 @@ func (c *conn) startClose(code frame.CloseCode, reason string, broken bool) {
 	}
 	c.state = stateClosing
 	c.broken = broken
+	if l.batch == c && !l.writeBatch() {
+		return
+	}
 	if broken && c.gc.OutboundBuffered() == 0 {
 		_ = unix.Shutdown(c.gc.Fd(), unix.SHUT_WR)
 	}

@@ -1,6 +1,8 @@
 package engine
 
 import (
+	"time"
+
 	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/frame"
 	"github.com/wsedge/wsedge/protocol"
@@ -64,12 +66,22 @@ func encodePush(channel string, offset uint64, data []byte) *shard.Frame {
 // flushes every connection it touched once, with one writev each.
 func (l *loop) drainInbox() {
 	_, more := l.inbox.Drain(512, l.handleMsg)
+	if every := l.srv.cfg.FlushInterval; every == 0 || time.Since(l.lastFlush) >= every {
+		l.flushAll()
+	}
+	if more {
+		l.wake()
+	}
+}
+
+// flushAll writes every touched connection and retries the waiting ones.
+func (l *loop) flushAll() {
 	l.flushTouched()
 	if len(l.pending) > 0 {
 		l.flushPending()
 	}
-	if more {
-		l.wake()
+	if l.srv.cfg.FlushInterval > 0 {
+		l.lastFlush = time.Now()
 	}
 }
 

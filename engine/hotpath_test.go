@@ -2,6 +2,7 @@ package engine
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,11 +20,12 @@ import (
 // through the nil embedded interface.
 type fakeConn struct {
 	gnet.Conn
-	in   []byte
-	out  bytes.Buffer
-	ctx  any
-	sink bool // count written bytes instead of keeping them
-	sunk int
+	in     []byte
+	out    bytes.Buffer
+	ctx    any
+	sink   bool // count written bytes instead of keeping them
+	sunk   int
+	writes int // Write calls
 }
 
 func (f *fakeConn) Peek(n int) ([]byte, error) {
@@ -42,6 +44,7 @@ func (f *fakeConn) Discard(n int) (int, error) {
 }
 
 func (f *fakeConn) Write(b []byte) (int, error) {
+	f.writes++
 	if f.sink {
 		f.sunk += len(b)
 		return len(b), nil
@@ -226,5 +229,23 @@ func BenchmarkFanOut(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*subs), "ns/delivery")
 		})
+	}
+}
+
+// TestPipelinedRepliesOneWrite: commands that arrive in one read are
+// answered with one write.
+func TestPipelinedRepliesOneWrite(t *testing.T) {
+	s, _ := newFakeServer(t, func(c *Config) { c.Echo = false })
+	fc := openFake(t, s, "Sec-WebSocket-Protocol: "+Subprotocol)
+	fc.in = nil
+	for i := 1; i <= 10; i++ {
+		fc.in = append(fc.in, masked(true, frame.OpText, []byte(fmt.Sprintf(`{"id":%d,"op":"ping"}`, i)))...)
+	}
+	fc.writes = 0
+	if act := s.OnTraffic(fc); act != gnet.None {
+		t.Fatalf("action %v", act)
+	}
+	if fc.writes != 1 || bytes.Count(fc.out.Bytes(), []byte(`"ok":true`)) != 10 {
+		t.Fatalf("%d writes carrying %q, want 1 write with 10 replies", fc.writes, fc.out.String())
 	}
 }

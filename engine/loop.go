@@ -24,6 +24,13 @@ type loop struct {
 	scratch []byte    // frame assembly for writes, valid until the next write
 	iov     [2][]byte // header and payload for writev
 
+	// While OnTraffic runs for batch, its writes (replies, echoes, pongs)
+	// gather in wbuf and leave in one write when the read is handled: a
+	// client that pipelines commands costs one write per read, not one per
+	// command.
+	batch *conn
+	wbuf  []byte
+
 	pingTicks, idleTicks, hsTicks, closeTicks int64
 
 	conns int // connections on this loop
@@ -49,6 +56,8 @@ type loop struct {
 	touched []*conn  // connections queued to since the last flush
 	pending []*conn  // connections whose queue waits for gnet to drain
 	iovs    [][]byte // writev vector for queue flushes
+
+	lastFlush time.Time // with FlushInterval: when the loop last wrote its subscribers
 }
 
 // inboxSize is the lock-free part of each loop's inbox; beyond it pushes go
@@ -106,8 +115,10 @@ func (l *loop) tick() {
 	if l.drainList != nil {
 		l.drainStep()
 	}
-	if len(l.pending) > 0 {
-		l.flushPending()
+	if len(l.touched) > 0 || len(l.pending) > 0 {
+		if every := l.srv.cfg.FlushInterval; every == 0 || time.Since(l.lastFlush) >= every {
+			l.flushAll()
+		}
 	}
 	l.flushTally()
 }
@@ -200,6 +211,35 @@ func (l *loop) drainStep() {
 	}
 	if l.drainDone == n {
 		l.drainList = l.drainList[:0]
+	}
+}
+
+// writeBatch hands the gathered writes of l.batch to gnet, keeping the
+// batch open. It reports false if the connection closed on a write error.
+func (l *loop) writeBatch() bool {
+	c := l.batch
+	if len(l.wbuf) == 0 {
+		return c.state != stateClosed
+	}
+	b := l.wbuf
+	l.wbuf = l.wbuf[:0]
+	if cap(l.wbuf) > 1<<20 {
+		l.wbuf = nil // one huge burst does not pin its buffer
+	}
+	if c.state == stateClosed {
+		return false
+	}
+	if _, err := c.gc.Write(b); err != nil {
+		return false
+	}
+	return c.state != stateClosed
+}
+
+// endBatch writes what the batch gathered and stops batching.
+func (l *loop) endBatch() {
+	if l.batch != nil {
+		l.writeBatch()
+		l.batch = nil
 	}
 }
 

@@ -301,12 +301,20 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	return gnet.None
 }
 
-// OnTraffic implements gnet.EventHandler: the handshake, then frames.
+// OnTraffic implements gnet.EventHandler: the handshake, then frames. The
+// writes a read causes go out together when it is handled.
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.Close
 	}
+	c.loop.batch = c
+	act := s.traffic(c, gc)
+	c.loop.endBatch()
+	return act
+}
+
+func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 	l := c.loop
 	buf, _ := gc.Peek(-1)
 	c.lastSeen, c.pinged = l.wheel.now, false

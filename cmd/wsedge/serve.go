@@ -50,6 +50,7 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.IntVar(&cfg.MaxOutboundMessages, "max-outbound-messages", cfg.MaxOutboundMessages, "messages a connection may have queued before the slow-consumer policy applies")
 	fs.StringVar(&cfg.SlowConsumer, "slow-consumer", cfg.SlowConsumer, "slow-consumer policy: close (1013) or lag (drop, then tell the client to recover)")
 	fs.IntVar(&cfg.SocketSendBuffer, "socket-send-buffer", cfg.SocketSendBuffer, "SO_SNDBUF per connection in bytes (0: kernel autotuning)")
+	fs.DurationVar(&cfg.FlushInterval, "flush-interval", cfg.FlushInterval, "write subscribers at most once per interval per loop (0: after every batch); trades latency for fan-out capacity")
 	fs.IntVar(&cfg.RecoveryMax, "recovery-max", cfg.RecoveryMax, "most publications in one recovery or history reply")
 	fs.StringVar(&origins, "allowed-origins", strings.Join(cfg.AllowedOrigins, ","), "comma-separated Origin values to accept (empty: any)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
