@@ -383,3 +383,21 @@ func TestPresenceMassDisconnect(t *testing.T) {
 		t.Fatalf("presence lists %d clients, want %d", len(cl), n-gone)
 	}
 }
+
+// TestFlushInterval: with a flush interval, publications wait for the
+// loop's next write round (or tick) and still all arrive, in order.
+func TestFlushInterval(t *testing.T) {
+	s := protoServer(t, func(c *Config) { c.FlushInterval = 200 * time.Millisecond })
+	sub := dialProto(t, s.Addr())
+	pub := dialProto(t, s.Addr())
+	sub.ok(`{"op":"subscribe","channel":"bench:fi"}`)
+	for i := range 50 {
+		pub.send(fmt.Sprintf(`{"id":%d,"op":"publish","channel":"bench:fi","data":%d}`, 100+i, i))
+	}
+	got := sub.waitPushes(50, onChannel("bench:fi"))
+	for i, p := range got {
+		if p["data"] != float64(i) {
+			t.Fatalf("push %d carries %v", i, p["data"])
+		}
+	}
+}
