@@ -156,6 +156,11 @@ func parseCases() []parseCase {
 			err:  ErrControlTooLong,
 		},
 		{
+			name: "ping with a 16-bit length encoding of 5",
+			in:   []byte{0x89, 0xfe, 0, 5, 1, 2, 3, 4, 'a', 'b', 'c', 'd', 'e'},
+			err:  ErrControlTooLong,
+		},
+		{
 			name: "continuation without message",
 			in:   cont(true, "x"),
 			err:  ErrUnexpectedCont,

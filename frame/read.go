@@ -129,7 +129,9 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		switch {
 		case control && !fin:
 			return n, ErrControlFragmented
-		case control && length > 125:
+		case control && rest[1]&0x7f > 125:
+			// The 7-bit indicator decides, whether or not the extended
+			// length has arrived (it may even encode a small value).
 			return n, ErrControlTooLong
 		case op == OpContinuation && p.msgOp == 0:
 			return n, ErrUnexpectedCont
