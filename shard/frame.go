@@ -65,6 +65,15 @@ func frameClass(n int) int {
 	return bits.Len(uint(n-1)) - minFrameShift
 }
 
+// frameOverhead is what a queued reference costs besides the buffer: the
+// Frame itself and its slot in a queue's ring.
+const frameOverhead = 40
+
+// Cost is the memory a queued frame stands for: its buffer's capacity
+// (frames are pooled in power-of-two classes) plus the Frame and a ring
+// slot. Queue bounds count Cost, not Len, so a bound in bytes bounds memory.
+func (f *Frame) Cost() int { return cap(f.Buf) + frameOverhead }
+
 // Bytes returns the encoded frame. The slice is valid while the caller holds
 // a reference and must not be modified. It does not allocate.
 func (f *Frame) Bytes() []byte { return f.Buf }

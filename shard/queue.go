@@ -80,19 +80,19 @@ func (q *Queue) Len() int {
 	return 0
 }
 
-// Bytes returns the number of bytes waiting.
+// Bytes returns the memory the waiting frames stand for (see Frame.Cost).
 func (q *Queue) Bytes() int {
 	switch {
 	case q.r != nil:
 		return q.r.bytes
 	case q.one != nil:
-		return q.one.Len()
+		return q.one.Cost()
 	}
 	return 0
 }
 
 // Push appends a reference to f (retaining it) unless that would put more
-// than maxMsgs frames or maxBytes bytes in the queue; then it returns false,
+// than maxMsgs frames or maxBytes of Frame.Cost in the queue; then it returns false,
 // leaves the queue and f untouched, and the caller applies its slow-consumer
 // policy. It does not allocate in steady state: storage comes from a pool,
 // and grows (from the pool of the next size) only up to maxMsgs slots.
@@ -100,20 +100,20 @@ func (q *Queue) Push(f *Frame, maxBytes, maxMsgs int) bool {
 	r := q.r
 	if r == nil {
 		if q.one == nil {
-			if maxMsgs < 1 || f.Len() > maxBytes {
+			if maxMsgs < 1 || f.Cost() > maxBytes {
 				return false
 			}
 			f.Retain()
 			q.one = f
 			return true
 		}
-		if maxMsgs < 2 || q.one.Len()+f.Len() > maxBytes {
+		if maxMsgs < 2 || q.one.Cost()+f.Cost() > maxBytes {
 			return false
 		}
 		r = getRing(0)
-		r.slots[0], r.n, r.bytes = q.one, 1, q.one.Len()
+		r.slots[0], r.n, r.bytes = q.one, 1, q.one.Cost()
 		q.one, q.r = nil, r
-	} else if r.n >= maxMsgs || r.bytes+f.Len() > maxBytes {
+	} else if r.n >= maxMsgs || r.bytes+f.Cost() > maxBytes {
 		return false
 	}
 	if r.n == len(r.slots) {
@@ -122,7 +122,7 @@ func (q *Queue) Push(f *Frame, maxBytes, maxMsgs int) bool {
 	f.Retain()
 	r.slots[r.n] = f
 	r.n++
-	r.bytes += f.Len()
+	r.bytes += f.Cost()
 	return true
 }
 

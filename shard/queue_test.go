@@ -36,10 +36,23 @@ func (c *fakeConn) Writev(bs [][]byte) (int, error) {
 
 func (c *fakeConn) OutboundBuffered() int { return c.buffered }
 
+// newTestFrame returns a frame whose buffer is exactly s, so that its Cost
+// is len(s) + frameOverhead.
 func newTestFrame(s string) *Frame {
-	f := NewFrame(len(s))
-	f.Buf = append(f.Buf[:0], s...)
+	b := make([]byte, len(s)) // cap == len, unlike []byte(s)
+	copy(b, s)
+	f := &Frame{Buf: b}
+	f.refs.Store(1)
 	return f
+}
+
+// cost is the Cost of test frames of these lengths.
+func cost(lens ...int) int {
+	n := 0
+	for _, l := range lens {
+		n += l + frameOverhead
+	}
+	return n
 }
 
 func TestQueueZeroValueIsEmptyAndSmall(t *testing.T) {
@@ -68,49 +81,49 @@ func TestQueuePushBounds(t *testing.T) {
 		{
 			name:     "within bounds",
 			frames:   []string{"aa", "bb", "cc"},
-			maxBytes: 6,
+			maxBytes: cost(2, 2, 2),
 			maxMsgs:  3,
 			want:     []bool{true, true, true},
 		},
 		{
 			name:     "message bound",
 			frames:   []string{"a", "b", "c"},
-			maxBytes: 100,
+			maxBytes: cost(1, 1, 1, 1),
 			maxMsgs:  2,
 			want:     []bool{true, true, false},
 		},
 		{
 			name:     "one message allowed",
 			frames:   []string{"a", "b"},
-			maxBytes: 100,
+			maxBytes: cost(1, 1, 1),
 			maxMsgs:  1,
 			want:     []bool{true, false},
 		},
 		{
 			name:     "byte bound",
 			frames:   []string{"aaa", "bbb", "c"},
-			maxBytes: 5,
+			maxBytes: cost(3, 2),
 			maxMsgs:  10,
 			want:     []bool{true, false, true},
 		},
 		{
 			name:     "first frame too big",
 			frames:   []string{"aaaaaa"},
-			maxBytes: 5,
+			maxBytes: cost(5),
 			maxMsgs:  10,
 			want:     []bool{false},
 		},
 		{
 			name:     "no messages allowed",
 			frames:   []string{"a"},
-			maxBytes: 5,
+			maxBytes: cost(5),
 			maxMsgs:  0,
 			want:     []bool{false},
 		},
 		{
 			name:     "grows past initial storage",
 			frames:   []string{"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"},
-			maxBytes: 100,
+			maxBytes: cost(2, 2, 2, 2, 2, 2, 2, 2, 2, 2),
 			maxMsgs:  100,
 			want:     []bool{true, true, true, true, true, true, true, true, true, true},
 		},
@@ -119,6 +132,7 @@ func TestQueuePushBounds(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			var q Queue
 			var wantOut []byte
+			wantCost := 0
 			for i, s := range tt.frames {
 				f := newTestFrame(s)
 				if got := q.Push(f, tt.maxBytes, tt.maxMsgs); got != tt.want[i] {
@@ -126,6 +140,7 @@ func TestQueuePushBounds(t *testing.T) {
 				}
 				if tt.want[i] {
 					wantOut = append(wantOut, s...)
+					wantCost += cost(len(s))
 					if f.refs.Load() != 2 {
 						t.Fatalf("pushed frame refs %d, want 2", f.refs.Load())
 					}
@@ -134,8 +149,8 @@ func TestQueuePushBounds(t *testing.T) {
 				}
 				f.Release()
 			}
-			if q.Bytes() != len(wantOut) {
-				t.Fatalf("Bytes() = %d, want %d", q.Bytes(), len(wantOut))
+			if q.Bytes() != wantCost {
+				t.Fatalf("Bytes() = %d, want %d", q.Bytes(), wantCost)
 			}
 			c := &fakeConn{}
 			n, err := q.Flush(c, make([][]byte, 0, 16))
@@ -158,7 +173,7 @@ func TestQueuePushBounds(t *testing.T) {
 func TestQueueFlushWaitsWhileGnetBuffers(t *testing.T) {
 	var q Queue
 	f := newTestFrame("x")
-	q.Push(f, 10, 10)
+	q.Push(f, cost(10), 10)
 	c := &fakeConn{buffered: 1}
 	if n, err := q.Flush(c, nil); n != 0 || err != nil || c.calls != 0 {
 		t.Fatalf("Flush while buffered: n %d err %v calls %d", n, err, c.calls)
@@ -201,7 +216,7 @@ func TestQueueFlushSplitsAtMaxIOV(t *testing.T) {
 func TestQueueFlushErrorReleases(t *testing.T) {
 	var q Queue
 	f := newTestFrame("z")
-	q.Push(f, 10, 10)
+	q.Push(f, cost(10), 10)
 	boom := errors.New("boom")
 	if _, err := q.Flush(&fakeConn{err: boom}, nil); !errors.Is(err, boom) {
 		t.Fatalf("Flush err %v, want %v", err, boom)
@@ -220,7 +235,7 @@ func TestQueueResetInsideWritev(t *testing.T) {
 			var q Queue
 			f := newTestFrame("w")
 			for range frames {
-				q.Push(f, 100, 100)
+				q.Push(f, cost(100)*100, 100)
 			}
 			boom := errors.New("boom")
 			c := &fakeConn{err: boom, during: q.Reset}
@@ -242,13 +257,13 @@ func TestQueueResetReleases(t *testing.T) {
 	var q Queue
 	f := newTestFrame("r")
 	for range 20 {
-		q.Push(f, 100, 100)
+		q.Push(f, cost(100)*100, 100)
 	}
 	q.Reset()
 	if q.Len() != 0 || q.r != nil || f.refs.Load() != 1 {
 		t.Fatalf("after Reset: Len %d refs %d", q.Len(), f.refs.Load())
 	}
-	q.Push(f, 100, 100)
+	q.Push(f, cost(100)*100, 100)
 	q.Reset()
 	if q.Len() != 0 || q.one != nil || f.refs.Load() != 1 {
 		t.Fatalf("after Reset of one frame: Len %d refs %d", q.Len(), f.refs.Load())
@@ -324,4 +339,23 @@ func TestQueueSteadyStateNoAllocs(t *testing.T) {
 	if allocs := testing.AllocsPerRun(1000, run); allocs != 0 {
 		t.Fatalf("Push×40+Flush: %v allocs, want 0", allocs)
 	}
+}
+
+// TestQueueCountsCost: a queue bound is a bound on memory, so a pooled
+// frame counts its class capacity, not its length.
+func TestQueueCountsCost(t *testing.T) {
+	f := NewFrame(100)
+	f.Buf = append(f.Buf[:0], strings.Repeat("p", 100)...)
+	if f.Cost() != cap(f.Buf)+frameOverhead || cap(f.Buf) < 100 {
+		t.Fatalf("Cost %d for len %d cap %d", f.Cost(), f.Len(), cap(f.Buf))
+	}
+	var q Queue
+	if q.Push(f, f.Cost()-1, 10) {
+		t.Fatal("a frame over the bound by its cost was queued")
+	}
+	if !q.Push(f, f.Cost(), 10) || q.Bytes() != f.Cost() {
+		t.Fatalf("Bytes %d, want %d", q.Bytes(), f.Cost())
+	}
+	q.Reset()
+	f.Release()
 }
