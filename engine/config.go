@@ -42,6 +42,10 @@ type Config struct {
 	// lets a socket that is not read hold up to tcp_wmem's maximum, 4 MiB
 	// by default). The outbound bounds above cover process memory; this
 	// one bounds the kernel's share and makes a slow consumer show sooner.
+	// A cap such as 64 KiB suits small pushes to many clients, but it also
+	// caps one connection's throughput at that much per round trip and
+	// makes a fast reader hit the slow-consumer bound sooner in a burst, so
+	// the default keeps autotuning.
 	SocketSendBuffer int `yaml:"socket_send_buffer"`
 	// FlushInterval, when set, makes each loop write its subscribers at
 	// most once per interval instead of after every batch of

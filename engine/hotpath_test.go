@@ -65,6 +65,8 @@ func (f *fakeConn) RemoteAddr() net.Addr {
 	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 9), Port: 9}
 }
 
+func (f *fakeConn) SetWriteBuffer(int) error { return nil }
+
 func (f *fakeConn) OutboundBuffered() int     { return 0 }
 func (f *fakeConn) Fd() int                   { return -1 }
 func (f *fakeConn) Context() any              { return f.ctx }
