@@ -22,6 +22,7 @@ type session struct {
 	subs    []*shard.Sub[*subscription]
 	q       shard.Queue // publications waiting for the socket
 	id      uint64      // client id, unique in the process
+	client  string      // id formatted for the protocol, see clientID
 	user    string
 	touched bool // listed in loop.touched
 	pending bool // listed in loop.pending
@@ -43,7 +44,14 @@ func (c *conn) session() *session {
 	return c.sess
 }
 
-func (s *session) clientID() string { return "c" + strconv.FormatUint(s.id, 36) }
+// clientID names the connection in presence and join/leave pushes; it is
+// formatted once, on first use.
+func (s *session) clientID() string {
+	if s.client == "" {
+		s.client = "c" + strconv.FormatUint(s.id, 36)
+	}
+	return s.client
+}
 
 // channelApp is the wsedge.v1.json protocol.
 type channelApp struct{}
