@@ -66,12 +66,19 @@ func encodePush(channel string, offset uint64, data []byte) *shard.Frame {
 // flushes every connection it touched once, with one writev each.
 func (l *loop) drainInbox() {
 	_, more := l.inbox.Drain(512, l.handleMsg)
-	if every := l.srv.cfg.FlushInterval; every == 0 || time.Since(l.lastFlush) >= every {
+	if l.flushDue() {
 		l.flushAll()
 	}
 	if more {
 		l.wake()
 	}
+}
+
+// flushDue reports whether the loop may write its subscribers now: always,
+// unless a flush interval is set and has not passed since the last round.
+func (l *loop) flushDue() bool {
+	every := l.srv.cfg.FlushInterval
+	return every == 0 || time.Since(l.lastFlush) >= every
 }
 
 // flushAll writes every touched connection and retries the waiting ones.

@@ -115,10 +115,8 @@ func (l *loop) tick() {
 	if l.drainList != nil {
 		l.drainStep()
 	}
-	if len(l.touched) > 0 || len(l.pending) > 0 {
-		if every := l.srv.cfg.FlushInterval; every == 0 || time.Since(l.lastFlush) >= every {
-			l.flushAll()
-		}
+	if (len(l.touched) > 0 || len(l.pending) > 0) && l.flushDue() {
+		l.flushAll()
 	}
 	l.flushTally()
 }
