@@ -217,6 +217,28 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 	})
 }
 
+// runParallel runs fn(0) … fn(n-1) on n goroutines and fails the test with
+// the first error any of them returned.
+func runParallel(t *testing.T, n int, fn func(g int) error) {
+	t.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for g := 0; g < n; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(g); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
 // testCase is one named conformance test of an implementation T.
 type testCase[T interface{ Close() error }] struct {
 	name string
@@ -562,28 +584,17 @@ func testDeliveryOrder(t *testing.T, b broker.Broker) {
 			t.Fatal(err)
 		}
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, publishers)
-	for p := 0; p < publishers; p++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; i < each; i++ {
-				for _, ch := range chs {
-					data := []byte(`"` + strconv.Itoa(p) + "-" + strconv.Itoa(i) + `"`)
-					if _, err := b.Publish(context.Background(), ch, data, keep); err != nil {
-						errs <- err
-						return
-					}
+	runParallel(t, publishers, func(p int) error {
+		for i := 0; i < each; i++ {
+			for _, ch := range chs {
+				data := []byte(`"` + strconv.Itoa(p) + "-" + strconv.Itoa(i) + `"`)
+				if _, err := b.Publish(context.Background(), ch, data, keep); err != nil {
+					return err
 				}
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		t.Fatal(err)
-	}
+		}
+		return nil
+	})
 	for _, ch := range chs {
 		pubs := c.waitCount(t, ch, publishers*each)
 		if len(pubs) != publishers*each {

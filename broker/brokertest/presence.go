@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"testing"
 
 	"github.com/wsedge/wsedge/broker"
@@ -120,25 +119,14 @@ func testPresenceMass(t *testing.T, pm broker.PresenceManager) {
 		return broker.ClientInfo{ClientID: "c" + strconv.Itoa(i), UserID: "u" + strconv.Itoa(i%users)}
 	}
 	parallel := func(op func(i int) error) {
-		var wg sync.WaitGroup
-		errs := make(chan error, goroutines)
-		for g := 0; g < goroutines; g++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := g; i < clients; i += goroutines {
-					if err := op(i); err != nil {
-						errs <- err
-						return
-					}
+		runParallel(t, goroutines, func(g int) error {
+			for i := g; i < clients; i += goroutines {
+				if err := op(i); err != nil {
+					return err
 				}
-			}()
-		}
-		wg.Wait()
-		close(errs)
-		for err := range errs {
-			t.Fatal(err)
-		}
+			}
+			return nil
+		})
 	}
 	ctx := context.Background()
 	parallel(func(i int) error { return pm.AddPresence(ctx, ch, ci(i)) })
