@@ -240,30 +240,54 @@ func parseCases() []parseCase {
 	}
 }
 
+// maxUnconsumed bounds what Parse may leave unconsumed without an error
+// and without a close frame: an incomplete control frame, header (2 bytes
+// and the mask) plus at most 125 payload bytes, less the byte still to
+// come. An incomplete data frame header is shorter (MaxHeaderSize-1), and
+// a data frame's payload is consumed as it arrives.
+const maxUnconsumed = 2 + 4 + 125 - 1
+
 // feed passes in to a fresh Parser in the given chunks the way an event
-// loop does: unconsumed bytes stay in front of the next chunk.
+// loop does: unconsumed bytes stay in front of the next chunk. At every
+// return of Parse it holds the parser to its resource bounds: no message
+// payload and no assembly buffer over max, and no more than maxUnconsumed
+// bytes left for the caller to keep.
 func feed(t testing.TB, in []byte, chunks []int, max int) ([]event, error) {
+	t.Helper()
 	var (
 		p       Parser
 		r       recorder
 		pending []byte
 		off     int
+		seen    int // events already checked
 	)
 	defer p.Reset()
 	for _, size := range chunks {
 		pending = append(pending, in[off:off+size]...)
 		off += size
 		n, err := p.Parse(pending, max, &r)
+		if b := p.Buffered(); b > max {
+			t.Fatalf("parser buffers %d bytes, max message %d", b, max)
+		}
+		for _, e := range r.events[seen:] {
+			if len(e.data) > max {
+				t.Fatalf("%s payload of %d bytes, max message %d", e.kind, len(e.data), max)
+			}
+		}
+		seen = len(r.events)
 		if err != nil {
 			return r.events, err
 		}
 		if n > len(pending) {
 			t.Fatalf("consumed %d of %d bytes", n, len(pending))
 		}
-		pending = append(pending[:0], pending[n:]...)
 		if len(r.events) > 0 && r.events[len(r.events)-1].kind == "close" {
 			return r.events, nil
 		}
+		if left := len(pending) - n; left > maxUnconsumed {
+			t.Fatalf("%d bytes left unconsumed, at most %d may be", left, maxUnconsumed)
+		}
+		pending = append(pending[:0], pending[n:]...)
 	}
 	return r.events, nil
 }

@@ -9,7 +9,12 @@ import (
 // FuzzFrame feeds arbitrary bytes to the parser whole and in chunks whose
 // sizes come from the input, and requires the same events and error either
 // way: the parser's result must not depend on how reads split the stream.
+// Both ways, feed also holds the parser to its resource bounds at every
+// return of Parse: no payload and no assembly buffer over the message limit,
+// and at most maxUnconsumed bytes left for the caller to keep, whatever
+// lengths a hostile header declares.
 func FuzzFrame(f *testing.F) {
+	const max = 4096
 	for _, tc := range parseCases() {
 		f.Add(byte(3), tc.in)
 	}
@@ -17,13 +22,13 @@ func FuzzFrame(f *testing.F) {
 		if len(in) > 1<<16 {
 			return
 		}
-		whole, werr := feed(t, in, []int{len(in)}, 4096)
+		whole, werr := feed(t, in, []int{len(in)}, max)
 		var chunks []int
 		size := int(step%17) + 1
 		for rest := len(in); rest > 0; rest -= min(size, rest) {
 			chunks = append(chunks, min(size, rest))
 		}
-		split, serr := feed(t, in, chunks, 4096)
+		split, serr := feed(t, in, chunks, max)
 		var fe *Error
 		if werr != nil && !errors.As(werr, &fe) {
 			t.Fatalf("error %v is not a *frame.Error", werr)

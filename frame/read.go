@@ -1,6 +1,7 @@
 package frame
 
 import (
+	"encoding/binary"
 	"sync"
 
 	"github.com/gobwas/ws"
@@ -87,8 +88,14 @@ func (p *Parser) appendPayload(b []byte) {
 // Parse reads as many frames from b as are complete or can be consumed, and
 // reports how many bytes it consumed; the caller discards exactly those and
 // passes the rest again with more bytes later. max bounds a message's
-// payload (ErrTooLarge). b is modified (unmasked) in place. Parse does not
-// allocate once the pool holds an assembly buffer.
+// payload (ErrTooLarge), checked as soon as a frame's length is in, so the
+// assembly buffer never holds more than max bytes. b is modified (unmasked)
+// in place. Parse does not allocate once the pool holds an assembly buffer.
+//
+// Unless it returns an error or has just delivered a close frame, Parse
+// leaves unconsumed only an incomplete frame header (at most
+// MaxHeaderSize-1 bytes) or an incomplete control frame (at most 6+125-1
+// bytes): the caller never has to hold more than that between reads.
 func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 	for {
 		if p.inFrame {
@@ -115,7 +122,7 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		// Validate as soon as the first two bytes are in, before the
 		// extended length and the mask arrive (fail fast).
 		fh, whole := ParseHeader(rest)
-		fin, op, length := fh.Fin, fh.Op, fh.Length
+		fin, op := fh.Fin, fh.Op
 		if fh.Rsv != 0 {
 			return n, ErrReservedBits
 		}
@@ -138,11 +145,17 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		case !control && op != OpContinuation && p.msgOp != 0:
 			return n, ErrExpectedCont
 		}
+		length, known, lerr := payloadLength(rest)
+		if !known || lerr != nil {
+			return n, lerr
+		}
+		// Nothing is added to length, which may be near 2^63: msgLen only
+		// grows after passing this check, so max-msgLen cannot wrap either.
+		if !control && length > int64(max-p.msgLen) {
+			return n, ErrTooLarge
+		}
 		if !whole {
 			return n, nil
-		}
-		if length < 0 {
-			return n, ErrBadLength
 		}
 		hlen, mask := fh.Size, fh.Mask
 
@@ -171,9 +184,6 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 			continue
 		}
 
-		if int64(p.msgLen)+length > int64(max) {
-			return n, ErrTooLarge
-		}
 		if op != OpContinuation {
 			p.msgOp = op
 			p.utf8.Reset()
@@ -197,6 +207,36 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		}
 		p.mask, p.maskOff, p.remaining, p.fin, p.inFrame = mask, 0, length, fin, true
 	}
+}
+
+// payloadLength decodes the payload length of the frame header at the
+// start of b (at least 2 bytes) as soon as its length bytes are in, without
+// waiting for the mask as ParseHeader does, so that a hostile length is
+// refused at once. known is false while the extended length is incomplete.
+// A length not in its shortest form, which includes a 64-bit length with the
+// top bit set, is ErrBadLength (RFC 6455 section 5.2).
+func payloadLength(b []byte) (length int64, known bool, err error) {
+	switch ind := b[1] & 0x7f; ind {
+	case 126:
+		if len(b) < 4 {
+			return 0, false, nil
+		}
+		length = int64(binary.BigEndian.Uint16(b[2:]))
+		if length < 126 {
+			return 0, true, ErrBadLength
+		}
+	case 127:
+		if len(b) < 10 {
+			return 0, false, nil
+		}
+		length = int64(binary.BigEndian.Uint64(b[2:]))
+		if length <= 0xffff {
+			return 0, true, ErrBadLength
+		}
+	default:
+		length = int64(ind)
+	}
+	return length, true, nil
 }
 
 // consumePayload unmasks chunk in place, checks it and appends it to the
