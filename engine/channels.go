@@ -2,10 +2,12 @@ package engine
 
 import (
 	"context"
+	"slices"
 	"strconv"
 
 	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/metrics"
 	"github.com/wsedge/wsedge/protocol"
 	"github.com/wsedge/wsedge/shard"
 )
@@ -61,10 +63,17 @@ type channelApp struct{}
 func (channelApp) OnMessage(c *conn, op frame.OpCode, payload []byte) error {
 	l := c.loop
 	if op != frame.OpText {
-		c.startClose(frame.CloseUnsupported, "wsedge.v1.json is text only", false)
-		return nil
+		c.disconnect(protocol.DisconnectBadProtocol, "wsedge.v1.json is text only", frame.CloseUnsupported)
+		c.broken = true
+		return errStop
 	}
 	l.tally.commands++
+	if !l.allowCommand(c) {
+		if c.state != stateOpen {
+			return errStop
+		}
+		return l.reply(c, protocol.AppendError(l.out[:0], 0, protocol.CodeRateLimited, protocol.MsgRateLimited), true)
+	}
 	cmd := &l.cmd
 	if err := l.dec.Decode(payload, cmd); err != nil {
 		if pe, ok := err.(*protocol.Error); ok {
@@ -96,13 +105,38 @@ func (channelApp) OnMessage(c *conn, op frame.OpCode, payload []byte) error {
 	return l.replyError(c, protocol.CodeBadRequest, "unknown op")
 }
 
+// allowCommand charges one command to the connection's rate bucket. Over
+// the rate the command is refused (429); a client that keeps sending far
+// past it is closed (disconnect 4006, close 1008).
+func (l *loop) allowCommand(c *conn) bool {
+	cfg := &l.srv.cfg
+	switch c.bucket.take(l.wheel.now, cfg.CommandRate, cfg.CommandBurst) {
+	case cmdOK:
+		return true
+	case cmdLimited:
+		l.srv.m.Limited(metrics.LimitCommandRate).Inc()
+		return false
+	}
+	l.limitClose(c, metrics.LimitRateClose, protocol.DisconnectRateLimited, "rate limited")
+	return false
+}
+
+// maxKeptOut is the largest reply buffer a loop keeps between replies: one
+// large history reply must not pin its buffer for the loop's lifetime.
+const maxKeptOut = 64 << 10
+
 // reply writes one reply frame; the connection stays open.
 func (l *loop) reply(c *conn, msg []byte, isErr bool) error {
 	if isErr {
 		l.tally.cmdErrors++
 	}
-	l.out = msg[:0]
-	if !c.writeFrame(frame.OpText, msg) { // counted as a message out
+	ok := c.writeFrame(frame.OpText, msg) // counted as a message out
+	if cap(msg) > maxKeptOut {
+		l.out = make([]byte, 0, 4096)
+	} else {
+		l.out = msg[:0]
+	}
+	if !ok {
 		return errStop
 	}
 	return nil
@@ -112,40 +146,58 @@ func (l *loop) replyError(c *conn, code protocol.Code, msg string) error {
 	return l.reply(c, protocol.AppendError(l.out[:0], l.cmd.ID, code, msg), true)
 }
 
-func (c *conn) findSub(channel []byte) int {
+// findSub returns where channel is, or would be inserted, in the
+// connection's subscriptions, which are kept sorted by channel name: an
+// O(log n) lookup that does not allocate.
+func (c *conn) findSub(channel []byte) (i int, found bool) {
 	if c.sess == nil {
-		return -1
+		return 0, false
 	}
-	for i, s := range c.sess.subs {
-		if s.Channel() == string(channel) {
-			return i
+	subs := c.sess.subs
+	lo, hi := 0, len(subs)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if subs[m].Channel() < string(channel) {
+			lo = m + 1
+		} else {
+			hi = m
 		}
 	}
-	return -1
+	return lo, lo < len(subs) && subs[lo].Channel() == string(channel)
 }
 
 var ctx = context.Background()
 
 func (l *loop) subscribe(c *conn, ns *Namespace) error {
 	cmd := &l.cmd
-	if c.findSub(cmd.Channel) >= 0 {
+	at, found := c.findSub(cmd.Channel)
+	if found {
 		return l.replyError(c, protocol.CodeConflict, protocol.MsgAlreadySubscribed)
 	}
 	srv := l.srv
-	sess := c.session()
+	if c.sess != nil && len(c.sess.subs) >= srv.cfg.MaxSubsPerConn {
+		srv.m.Limited(metrics.LimitSubs).Inc()
+		return l.replyError(c, protocol.CodeTooLarge, protocol.MsgTooManySubs)
+	}
 	ch := string(cmd.Channel)
+	if ns.JoinLeave && srv.overloaded(ch) {
+		return l.replyOverloaded(c)
+	}
+	sess := c.session()
 	sub := &subscription{c: c, ns: ns}
 	// Order matters (see DESIGN.md, "Subscribe and publish ordering"): the
-	// loop is in the hub before the history position is read, so every
-	// publication after that position reaches this loop.
+	// loop is in the hub and the node subscribed to the broker before the
+	// history position is read, so every publication after that position
+	// reaches this loop.
 	s, first := l.index.Add(ch, sub)
-	if first && srv.hub.Add(ch, l.idx) {
-		if err := srv.broker.Subscribe(ctx, ch); err != nil {
+	if first {
+		srv.hub.Add(ch, l.idx)
+		if err := srv.syncBroker(ch); err != nil {
 			l.dropSub(s)
 			return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
 		}
 	}
-	sess.subs = append(sess.subs, s)
+	sess.subs = slices.Insert(sess.subs, at, s)
 	if ns.Presence {
 		if err := srv.presence.AddPresence(ctx, ch, broker.ClientInfo{ClientID: sess.clientID(), UserID: sess.user}); err != nil {
 			srv.log.Warn("presence add", "channel", ch, "err", err)
@@ -169,25 +221,75 @@ func (l *loop) subscribe(c *conn, ns *Namespace) error {
 	if !cmd.HasSince {
 		return l.reply(c, protocol.AppendPositionResult(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch), false)
 	}
-	out := protocol.AppendRecoveryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch, res.Recovered)
-	for i, p := range res.Publications {
+	pubs, cut := l.fitReply(res.Publications, false)
+	out := protocol.AppendRecoveryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch, res.Recovered && !cut)
+	for i, p := range pubs {
 		out = protocol.AppendPublicationItem(out, i, p.Offset, p.Data)
 	}
 	return l.reply(c, protocol.AppendListClose(out), false)
 }
 
+// pubItemOverhead is the JSON around one publication in a list reply:
+// {"offset":<20 digits>,"data":} and a comma.
+const pubItemOverhead = 32
+
+// fitReply cuts a history or recovery list so that its reply stays within
+// the outbound bound (a reply is a write the client causes; see
+// backpressure.go): the oldest publications that fit, or with newest the
+// newest ones. At least one is kept, so that a client paging with since
+// always progresses. cut reports whether any was left out.
+func (l *loop) fitReply(pubs []broker.Publication, newest bool) (kept []broker.Publication, cut bool) {
+	budget := l.srv.cfg.MaxOutboundBytes
+	used, n := 0, 0
+	for n < len(pubs) {
+		p := pubs[n]
+		if newest {
+			p = pubs[len(pubs)-1-n]
+		}
+		used += len(p.Data) + pubItemOverhead
+		if n > 0 && used > budget {
+			break
+		}
+		n++
+	}
+	if n == len(pubs) {
+		return pubs, false
+	}
+	l.srv.m.Limited(metrics.LimitReplyCut).Inc()
+	if newest {
+		return pubs[len(pubs)-n:], true
+	}
+	return pubs[:n], true
+}
+
+// overloaded reports whether a loop that would receive a publication on
+// channel has a full inbox: the publisher then gets "overloaded" instead
+// of the inbox growing (see inboxHighWater).
+func (s *Server) overloaded(channel string) bool {
+	set := s.hub.Shards(channel)
+	loops := *s.byIdx.Load()
+	for i := set.Next(0); i >= 0 && i < len(loops); i = set.Next(i + 1) {
+		if loops[i].inboxFull() {
+			return true
+		}
+	}
+	return false
+}
+
+func (l *loop) replyOverloaded(c *conn) error {
+	l.srv.m.OverloadRefused.Inc()
+	return l.replyError(c, protocol.CodeUnavailable, protocol.MsgOverloaded)
+}
+
 var emptyResult = []byte("{}")
 
 func (l *loop) unsubscribe(c *conn) error {
-	i := c.findSub(l.cmd.Channel)
-	if i < 0 {
+	i, found := c.findSub(l.cmd.Channel)
+	if !found {
 		return l.replyError(c, protocol.CodeConflict, protocol.MsgNotSubscribed)
 	}
-	subs := c.sess.subs
-	s := subs[i]
-	subs[i] = subs[len(subs)-1]
-	subs[len(subs)-1] = nil
-	c.sess.subs = subs[:len(subs)-1]
+	s := c.sess.subs[i]
+	c.sess.subs = slices.Delete(c.sess.subs, i, i+1)
 	l.leave(s)
 	return l.reply(c, protocol.AppendOK(l.out[:0], l.cmd.ID, nil), false)
 }
@@ -210,7 +312,7 @@ func (l *loop) leave(s *shard.Sub[*subscription]) {
 func (l *loop) dropSub(s *shard.Sub[*subscription]) string {
 	ch, last := l.index.Remove(s)
 	if last && l.srv.hub.Remove(ch, l.idx) {
-		_ = l.srv.broker.Unsubscribe(ctx, ch)
+		_ = l.srv.syncBroker(ch)
 	}
 	return ch
 }
@@ -219,6 +321,9 @@ func (l *loop) publish(c *conn, ns *Namespace) error {
 	cmd := &l.cmd
 	if !ns.Publish {
 		return l.replyError(c, protocol.CodePermissionDenied, protocol.MsgPermissionDenied)
+	}
+	if l.srv.overloaded(string(cmd.Channel)) {
+		return l.replyOverloaded(c)
 	}
 	pos, err := l.srv.broker.Publish(ctx, string(cmd.Channel), cmd.Data,
 		broker.PublishOptions{HistorySize: ns.HistorySize, HistoryTTL: ns.HistoryTTL})
@@ -252,12 +357,13 @@ func (l *loop) history(c *conn, ns *Namespace) error {
 		return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
 	}
 	var out []byte
+	pubs, cut := l.fitReply(res.Publications, !cmd.HasSince)
 	if cmd.HasSince {
-		out = protocol.AppendRecoveryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch, res.Recovered)
+		out = protocol.AppendRecoveryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch, res.Recovered && !cut)
 	} else {
 		out = protocol.AppendHistoryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch)
 	}
-	for i, p := range res.Publications {
+	for i, p := range pubs {
 		out = protocol.AppendPublicationItem(out, i, p.Offset, p.Data)
 	}
 	return l.reply(c, protocol.AppendListClose(out), false)
@@ -285,6 +391,15 @@ func (l *loop) presence(c *conn, ns *Namespace) error {
 	for _, m := range members {
 		out = protocol.AppendPresenceItem(out, i, m.ClientID, m.UserID, m.Info)
 		i++
+		if len(out) > l.srv.cfg.MaxOutboundBytes {
+			// Like history, a reply stays within the outbound bound;
+			// presence has no paging, so the client gets the counts.
+			l.srv.m.Limited(metrics.LimitReplyCut).Inc()
+			if cap(out) > maxKeptOut {
+				l.out = make([]byte, 0, 4096)
+			}
+			return l.replyError(c, protocol.CodeTooLarge, "presence too large, use presence_stats")
+		}
 	}
 	return l.reply(c, protocol.AppendListClose(out), false)
 }

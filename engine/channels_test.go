@@ -137,9 +137,13 @@ func onChannel(ch string) func(map[string]any) bool {
 	return func(p map[string]any) bool { return p["channel"] == ch }
 }
 
+// protoServer starts a protocol server. The per-connection command rate is
+// off unless mutate sets it: several tests publish thousands of commands a
+// second from one connection (TestCommandRate covers the limit).
 func protoServer(t testing.TB, mutate func(*Config)) *Server {
 	return startServer(t, func(c *Config) {
 		c.Echo = false
+		c.CommandRate = 0
 		if mutate != nil {
 			mutate(c)
 		}

@@ -55,6 +55,26 @@ type Config struct {
 	// RecoveryMax caps the publications in one subscribe-recovery or
 	// history reply.
 	RecoveryMax int `yaml:"recovery_max"`
+	// OutboundTimeout closes (1008) a connection whose own writes
+	// (replies, echoes, pongs) have stayed over MaxOutboundBytes for this
+	// long. While they are over it the server stops reading from the
+	// connection, so its further requests wait in the kernel.
+	OutboundTimeout time.Duration `yaml:"outbound_timeout"`
+
+	// Abuse limits. MaxSubsPerConn caps one connection's subscriptions.
+	// CommandRate and CommandBurst are a per-connection token bucket for
+	// protocol commands (0 rate: no limit): over it a command gets error
+	// 429, and a client that keeps going for a second is closed (1008).
+	// MaxConnsPerIP and HandshakeRatePerIP/HandshakeBurstPerIP limit each
+	// client address before the upgrade (HTTP 429); 0 disables them, the
+	// default, because behind a load balancer every client shares its
+	// address.
+	MaxSubsPerConn      int     `yaml:"max_subs_per_conn"`
+	CommandRate         int     `yaml:"command_rate"`
+	CommandBurst        int     `yaml:"command_burst"`
+	MaxConnsPerIP       int     `yaml:"max_conns_per_ip"`
+	HandshakeRatePerIP  float64 `yaml:"handshake_rate_per_ip"`
+	HandshakeBurstPerIP int     `yaml:"handshake_burst_per_ip"`
 
 	// Namespaces are the channel namespaces clients may use; a channel
 	// "ns:name" in an unknown namespace is refused with 404.
@@ -89,6 +109,11 @@ func DefaultConfig() Config {
 		MaxOutboundMessages: 4096,
 		SlowConsumer:        "close",
 		RecoveryMax:         1000,
+		OutboundTimeout:     10 * time.Second,
+		MaxSubsPerConn:      128,
+		CommandRate:         1000,
+		CommandBurst:        1000,
+		HandshakeBurstPerIP: 10,
 		Namespaces: []Namespace{
 			{Name: "chat", HistorySize: 100, HistoryTTL: 5 * time.Minute, Presence: true, JoinLeave: true, Publish: true},
 			{Name: "bench", HistorySize: 16, HistoryTTL: time.Minute, Publish: true},
@@ -145,6 +170,20 @@ func (c *Config) Validate() error {
 		return bad("slow-consumer", "%q is neither close nor lag", c.SlowConsumer)
 	case c.RecoveryMax < 1:
 		return bad("recovery-max", "%d is under 1", c.RecoveryMax)
+	case c.OutboundTimeout < 100*time.Millisecond:
+		return bad("outbound-timeout", "%v is under 100ms", c.OutboundTimeout)
+	case c.MaxSubsPerConn < 1 || c.MaxSubsPerConn > 1<<16:
+		return bad("max-subs-per-conn", "%d not in 1..65536", c.MaxSubsPerConn)
+	case c.CommandRate < 0:
+		return bad("command-rate", "%d is negative", c.CommandRate)
+	case c.CommandRate > 0 && c.CommandBurst < 1:
+		return bad("command-burst", "%d is under 1 while command-rate is set", c.CommandBurst)
+	case c.MaxConnsPerIP < 0:
+		return bad("max-conns-per-ip", "%d is negative", c.MaxConnsPerIP)
+	case c.HandshakeRatePerIP < 0:
+		return bad("handshake-rate-per-ip", "%v is negative", c.HandshakeRatePerIP)
+	case c.HandshakeRatePerIP > 0 && c.HandshakeBurstPerIP < 1:
+		return bad("handshake-burst-per-ip", "%d is under 1 while handshake-rate-per-ip is set", c.HandshakeBurstPerIP)
 	}
 	seen := make(map[string]bool, len(c.Namespaces))
 	for i, ns := range c.Namespaces {

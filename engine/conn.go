@@ -33,12 +33,16 @@ type conn struct {
 	hsScan       uint16 // request bytes already searched for the blank line
 	state        connState
 	inWheel      bool
-	pinged       bool     // a ping is out since lastSeen
-	broken       bool     // the inbound stream is unusable: discard it
-	protocol     bool     // negotiated wsedge.v1.json
-	serverClose  bool     // the server sent the first close frame
-	closeCode    uint16   // close code sent or received, for the connection log
-	sess         *session // protocol state, from the first command on
+	pinged       bool      // a ping is out since lastSeen
+	broken       bool      // the inbound stream is unusable: discard it
+	protocol     bool      // negotiated wsedge.v1.json
+	serverClose  bool      // the server sent the first close frame
+	paused       bool      // reading stopped: unsent replies over the bound (listed in loop.paused)
+	ipCounted    bool      // holds a slot in the per-address limiter
+	hsCounted    bool      // the handshake was refused or timed out, and counted
+	closeCode    uint16    // close code sent or received, for the connection log
+	sess         *session  // protocol state, from the first command on
+	bucket       cmdBucket // command rate
 	stats        connStats
 }
 
@@ -50,6 +54,10 @@ type connStats struct {
 
 // errStop ends a Parse after the connection was closed or must close now.
 var errStop = errors.New("engine: stop reading")
+
+// errPause ends a Parse because the connection's unsent bytes are over the
+// bound; the rest of its input waits (see backpressure.go).
+var errPause = errors.New("engine: pause reading")
 
 // write sends b, reporting false if gnet closed the connection on a write
 // error (gnet calls OnClose synchronously in that case).
@@ -113,17 +121,30 @@ func (c *conn) OnMessage(op frame.OpCode, payload []byte) error {
 		if !c.writeFrame(op, payload) {
 			return errStop
 		}
-		return nil
+	} else if err := c.loop.srv.app.OnMessage(c, op, payload); err != nil {
+		return err
 	}
-	return c.loop.srv.app.OnMessage(c, op, payload)
+	return c.checkBound()
+}
+
+// checkBound stops the parse when what the connection caused us to write
+// is over the bound. It runs after every message and ping.
+func (c *conn) checkBound() error {
+	if c.state == stateOpen && c.overBound() {
+		return errPause
+	}
+	return nil
 }
 
 // OnPing implements frame.Handler.
 func (c *conn) OnPing(payload []byte) error {
-	if c.state == stateOpen && !c.writeFrame(frame.OpPong, payload) {
+	if c.state != stateOpen {
+		return nil
+	}
+	if !c.writeFrame(frame.OpPong, payload) {
 		return errStop
 	}
-	return nil
+	return c.checkBound()
 }
 
 // OnPong implements frame.Handler. lastSeen was already updated.

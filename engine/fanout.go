@@ -39,6 +39,7 @@ func (s *Server) post(channel string, offset uint64, f *shard.Frame) {
 		}
 		l := loops[i]
 		f.Retain()
+		l.inboxBytes.Add(int64(f.Cost()))
 		if l.inbox.Push(shard.Msg{Kind: msgPush, Conn: offset, Frame: f, Ptr: ch}) {
 			l.wake()
 		}
@@ -92,7 +93,26 @@ func (l *loop) flushAll() {
 	}
 }
 
+// inboxHighWater and inboxMaxBytes bound a loop's inbox: publishes (and
+// subscribes that push a join) to a channel with a subscriber on a loop
+// whose inbox is over either are refused with "overloaded", so producers
+// feel the back-pressure and the inbox cannot grow without limit. Pushes
+// already admitted (at most one per concurrent publisher) and leave pushes
+// (at most one per subscription) still go in. Bytes count each frame once
+// per loop it is posted to, though loops share it: an upper bound.
+const (
+	inboxHighWater = 4 * inboxSize
+	inboxMaxBytes  = 64 << 20
+)
+
+// inboxFull reports whether the loop's inbox is over its bounds. Any
+// goroutine may call it.
+func (l *loop) inboxFull() bool {
+	return l.inbox.Len() >= inboxHighWater || l.inboxBytes.Load() >= inboxMaxBytes
+}
+
 func (l *loop) handleMsg(m shard.Msg) {
+	l.inboxBytes.Add(-int64(m.Frame.Cost()))
 	if m.Kind == msgPush {
 		// Backwards: a slow-consumer close may remove the current
 		// subscriber from the list (swap-remove from the end).

@@ -7,6 +7,8 @@ import (
 	"strconv"
 
 	"github.com/gobwas/ws"
+
+	"github.com/wsedge/wsedge/metrics"
 )
 
 // maxRequestHeader caps the HTTP upgrade request. A request that has not
@@ -30,8 +32,32 @@ type upgrader struct {
 	protocol bool // the client offered wsedge.v1.json
 }
 
-var errNoSubprotocol = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
-	ws.RejectionReason("subprotocol "+Subprotocol+" required"))
+// Refusals of ours; the Upgrader writes them as HTTP responses.
+var (
+	errNoSubprotocol = ws.RejectConnectionError(ws.RejectionStatus(http.StatusBadRequest),
+		ws.RejectionReason("subprotocol "+Subprotocol+" required"))
+	errNotFound = ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound),
+		ws.RejectionReason("no WebSocket endpoint at this path"))
+	errOrigin = ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden),
+		ws.RejectionReason("origin not allowed"))
+)
+
+// rejectReason names a failed upgrade for metrics and the debug log.
+func rejectReason(err error) metrics.RejectReason {
+	switch err {
+	case errNoSubprotocol:
+		return metrics.RejectSubprotocol
+	case errNotFound:
+		return metrics.RejectNotFound
+	case errOrigin:
+		return metrics.RejectOrigin
+	case ws.ErrHandshakeBadMethod:
+		return metrics.RejectMethod
+	case ws.ErrHandshakeBadSecVersion, ws.ErrHandshakeUpgradeRequired:
+		return metrics.RejectVersion
+	}
+	return metrics.RejectBadRequest
+}
 
 func newUpgrader(cfg *Config) *upgrader {
 	h := &upgrader{path: cfg.Path}
@@ -73,14 +99,14 @@ func (h *upgrader) onRequest(uri []byte) error {
 		path = uri[:i]
 	}
 	if string(path) != h.path {
-		return ws.RejectConnectionError(ws.RejectionStatus(http.StatusNotFound), ws.RejectionReason("no WebSocket endpoint at this path"))
+		return errNotFound
 	}
 	return nil
 }
 
 func (h *upgrader) onHeader(key, value []byte) error {
 	if h.origins != nil && bytes.EqualFold(key, []byte("Origin")) && !h.origins[string(value)] {
-		return ws.RejectConnectionError(ws.RejectionStatus(http.StatusForbidden), ws.RejectionReason("origin not allowed"))
+		return errOrigin
 	}
 	return nil
 }

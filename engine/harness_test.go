@@ -22,15 +22,32 @@ import (
 // when the test ends.
 func startServer(t testing.TB, mutate func(*Config)) *Server {
 	t.Helper()
+	return startServerLog(t, mutate, testLogger())
+}
+
+// testLogger logs warnings, and everything with -v.
+func testLogger() *slog.Logger {
 	level := slog.LevelWarn
 	if testing.Verbose() {
 		level = slog.LevelDebug
 	}
-	return startServerLog(t, mutate, slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	return slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 }
 
 // startServerLog is startServer with the given logger.
 func startServerLog(t testing.TB, mutate func(*Config), log *slog.Logger) *Server {
+	t.Helper()
+	return startServerFull(t, mutate, nil, log)
+}
+
+// startServerHook is startServer with a hook that may replace parts of the
+// server (e.g. wrap its broker) before it runs.
+func startServerHook(t testing.TB, mutate func(*Config), hook func(*Server)) *Server {
+	t.Helper()
+	return startServerFull(t, mutate, hook, testLogger())
+}
+
+func startServerFull(t testing.TB, mutate func(*Config), hook func(*Server), log *slog.Logger) *Server {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Listen = "127.0.0.1:0"
@@ -43,6 +60,9 @@ func startServerLog(t testing.TB, mutate func(*Config), log *slog.Logger) *Serve
 	s, err := New(cfg, log)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if hook != nil {
+		hook(s)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

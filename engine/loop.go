@@ -2,11 +2,13 @@ package engine
 
 import (
 	"context"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/metrics"
 	"github.com/wsedge/wsedge/protocol"
 	"github.com/wsedge/wsedge/shard"
 )
@@ -32,6 +34,13 @@ type loop struct {
 	wbuf  []byte
 
 	pingTicks, idleTicks, hsTicks, closeTicks int64
+	outboundTicks                             int64
+
+	// Back-pressure (backpressure.go): connections whose reading is
+	// stopped, and the epoll instance gnet polls for this loop (-1 if it
+	// could not be found).
+	paused []pausedConn
+	epfd   int
 
 	conns int // connections on this loop
 	tally tally
@@ -47,15 +56,16 @@ type loop struct {
 	tickFn gnet.RunnableFunc
 
 	// Channels and fan-out (protocol mode).
-	inbox   *shard.Inbox[shard.Msg]
-	index   *shard.Index[*subscription]
-	drainFn gnet.RunnableFunc
-	dec     protocol.Decoder
-	cmd     protocol.Command
-	out     []byte   // reply encoding, valid until the next reply
-	touched []*conn  // connections queued to since the last flush
-	pending []*conn  // connections whose queue waits for gnet to drain
-	iovs    [][]byte // writev vector for queue flushes
+	inbox      *shard.Inbox[shard.Msg]
+	inboxBytes atomic.Int64 // Frame.Cost of the messages in inbox; any goroutine
+	index      *shard.Index[*subscription]
+	drainFn    gnet.RunnableFunc
+	dec        protocol.Decoder
+	cmd        protocol.Command
+	out        []byte   // reply encoding, valid until the next reply
+	touched    []*conn  // connections queued to since the last flush
+	pending    []*conn  // connections whose queue waits for gnet to drain
+	iovs       [][]byte // writev vector for queue flushes
 
 	lastFlush time.Time // with FlushInterval: when the loop last wrote its subscribers
 }
@@ -76,6 +86,7 @@ type tally struct {
 	msgsIn, msgsOut, bytesIn, bytesOut uint64
 	pings, idleClosed, protoErrors     uint64
 	hsOK, hsFailed, hsTimeout, closed  uint64
+	hsAborted, paused                  uint64
 	commands, cmdErrors, deliveries    uint64
 	slowClosed, lagDropped             uint64
 }
@@ -95,7 +106,9 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		idleTicks:  ticks(cfg.IdleTimeout),
 		hsTicks:    ticks(cfg.HandshakeTimeout),
 		closeTicks: ticks(cfg.CloseTimeout),
+		epfd:       epollFD(el),
 	}
+	l.outboundTicks = ticks(cfg.OutboundTimeout)
 	l.wheel.now = s.tickNow()
 	l.logBudget = connLogsPerTick
 	l.tickFn = func(context.Context) error { l.tick(); return nil }
@@ -115,6 +128,13 @@ func (l *loop) tick() {
 	if l.drainList != nil {
 		l.drainStep()
 	}
+	if len(l.paused) > 0 {
+		l.checkPaused()
+	}
+	if ipl := l.srv.ipl; ipl != nil && l.idx == 0 {
+		// One stripe of the per-address table per tick, by one loop.
+		ipl.sweep()
+	}
 	if (len(l.touched) > 0 || len(l.pending) > 0) && l.flushDue() {
 		l.flushAll()
 	}
@@ -133,6 +153,8 @@ func (l *loop) flushTally() {
 	m.Handshakes.Add(int(t.hsOK))
 	m.HandshakeFailed.Add(int(t.hsFailed))
 	m.HandshakeTimeout.Add(int(t.hsTimeout))
+	m.HandshakeAborted.Add(int(t.hsAborted))
+	m.Paused.Add(int(t.paused))
 	m.Closed.Add(int(t.closed))
 	m.Commands.Add(int(t.commands))
 	m.CommandErrors.Add(int(t.cmdErrors))
@@ -148,13 +170,18 @@ func (l *loop) fire(c *conn) {
 	switch c.state {
 	case stateHandshake:
 		l.tally.hsTimeout++
+		l.endHandshake(c)
 		_ = l.el.Close(c.gc)
 	case stateOpen:
 		idle := now - c.lastSeen
 		switch {
 		case idle >= l.idleTicks:
+			// The peer is silent: most likely the network is gone, so
+			// the close handshake is not waited for. 4008, not 1001,
+			// so that a client whose network comes back does not take
+			// it for a server shutdown (docs/PROTOCOL.md).
 			l.tally.idleClosed++
-			c.startClose(frame.CloseGoingAway, "idle timeout", true)
+			c.disconnect(protocol.DisconnectNoPong, "no pong", closeNoPong)
 			if c.state != stateClosed {
 				_ = l.el.Close(c.gc)
 			}
@@ -190,18 +217,24 @@ func (l *loop) startDrain() {
 	l.drainStep()
 }
 
+// The first connection goes at once and the last at (n-1)/n of the grace,
+// so a drain of few connections ends as soon as they have closed, not at
+// the end of the grace.
 func (l *loop) drainStep() {
 	grace := l.srv.cfg.DrainGrace
 	n := len(l.drainList)
 	due := n
 	if elapsed := time.Since(l.drainStart); grace > 0 && elapsed < grace {
-		due = int(int64(n) * int64(elapsed) / int64(grace))
+		due = min(n, int(int64(n)*int64(elapsed)/int64(grace))+1)
 	}
 	for ; l.drainDone < due; l.drainDone++ {
 		c := l.drainList[l.drainDone]
 		l.drainList[l.drainDone] = nil
 		switch c.state {
 		case stateHandshake:
+			l.tally.hsFailed++
+			l.srv.m.Rejected(metrics.RejectDraining).Inc()
+			l.endHandshake(c)
 			_ = l.el.Close(c.gc)
 		case stateOpen:
 			c.disconnect(protocol.DisconnectShutdown, "server shutting down", frame.CloseGoingAway)

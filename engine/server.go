@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"sync"
@@ -19,6 +20,7 @@ import (
 	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/frame"
 	"github.com/wsedge/wsedge/metrics"
+	"github.com/wsedge/wsedge/protocol"
 	"github.com/wsedge/wsedge/shard"
 	"github.com/wsedge/wsedge/tuning"
 )
@@ -49,11 +51,14 @@ type Server struct {
 	list  atomic.Pointer[[]*loop] // in creation order = shard index
 	byIdx atomic.Pointer[[]*loop]
 
-	ns           map[string]*Namespace
-	hub          *shard.Hub
-	broker       broker.Broker
-	presence     broker.PresenceManager
-	nextClientID atomic.Uint64
+	ns            map[string]*Namespace
+	hub           *shard.Hub
+	bsubs         *brokerSubs
+	ipl           *ipLimiter // nil when the per-address limits are off
+	ceilingReason metrics.RejectReason
+	broker        broker.Broker
+	presence      broker.PresenceManager
+	nextClientID  atomic.Uint64
 
 	eng      gnet.Engine
 	addr     string
@@ -84,6 +89,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		m:        metrics.New(),
 		app:      channelApp{},
 		hub:      shard.NewHub(),
+		bsubs:    newBrokerSubs(),
 		broker:   mem,
 		presence: mem,
 		ns:       make(map[string]*Namespace, len(cfg.Namespaces)),
@@ -93,8 +99,13 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		booted:   make(chan struct{}),
 	}
 	s.maxConns = int64(limits.MaxConns(cfg.Loops))
+	s.ceilingReason = metrics.RejectFDCeiling
 	if cfg.MaxConns > 0 && int64(cfg.MaxConns) < s.maxConns {
 		s.maxConns = int64(cfg.MaxConns)
+		s.ceilingReason = metrics.RejectMaxConns
+	}
+	if cfg.MaxConnsPerIP > 0 || cfg.HandshakeRatePerIP > 0 {
+		s.ipl = newIPLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP, nil)
 	}
 	for i := range s.cfg.Namespaces {
 		s.ns[s.cfg.Namespaces[i].Name] = &s.cfg.Namespaces[i]
@@ -134,7 +145,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.addr = addr
 	if s.cfg.Admin != "" {
-		s.admin, err = metrics.StartAdmin(s.cfg.Admin, s.m, s.Ready, nil)
+		s.admin, err = metrics.StartAdmin(s.cfg.Admin, s.m, s.Ready, nil, func(err error) {
+			s.log.Error("admin server stopped; WebSocket service goes on", "err", err)
+		})
 		if err != nil {
 			unix.Close(hold)
 			return err
@@ -252,6 +265,7 @@ var (
 	respDraining = httpError(http.StatusServiceUnavailable, "server draining")
 	respCeiling  = httpError(http.StatusServiceUnavailable, "connection limit reached")
 	respTooLarge = httpError(http.StatusRequestHeaderFieldsTooLarge, "request header over 8 KiB")
+	respIPLimit  = httpError(http.StatusTooManyRequests, "too many connections or handshakes from this address")
 )
 
 // OnOpen implements gnet.EventHandler. It runs on the loop goroutine right
@@ -259,23 +273,54 @@ var (
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	s.m.Accepted.Inc()
 	if s.draining.Load() {
-		s.m.RejectedDraining.Inc()
-		return respDraining, gnet.Close
+		return s.refuse(gc, metrics.RejectDraining, respDraining)
 	}
 	if s.m.AddOpen(1) > s.maxConns {
 		s.m.AddOpen(-1)
-		s.m.RejectedCeiling.Inc()
-		return respCeiling, gnet.Close
+		return s.refuse(gc, s.ceilingReason, respCeiling)
+	}
+	ipCounted := false
+	if s.ipl != nil {
+		if ok, why := s.ipl.acquire(remoteIP(gc)); !ok {
+			s.m.AddOpen(-1)
+			return s.refuse(gc, metrics.RejectReason(why.String()), respIPLimit)
+		}
+		ipCounted = true
 	}
 	if s.cfg.SocketSendBuffer > 0 {
 		_ = gc.SetWriteBuffer(s.cfg.SocketSendBuffer)
 	}
 	l := s.loopFor(gc.EventLoop())
-	c := &conn{gc: gc, loop: l, lastSeen: l.wheel.now, opened: l.wheel.now}
+	c := &conn{gc: gc, loop: l, lastSeen: l.wheel.now, opened: l.wheel.now, ipCounted: ipCounted}
 	gc.SetContext(c)
 	l.conns++
 	l.wheel.add(c, l.wheel.now+l.hsTicks)
 	return nil, gnet.None
+}
+
+// refuse answers a connection refused at accept and counts why.
+func (s *Server) refuse(gc gnet.Conn, reason metrics.RejectReason, resp []byte) ([]byte, gnet.Action) {
+	s.m.HandshakeFailed.Inc()
+	s.m.Rejected(reason).Inc()
+	s.logRefusal(gc, reason)
+	return resp, gnet.Close
+}
+
+// logRefusal logs a refused handshake at debug level: browsers never show
+// the response body, so this line is where a developer learns why.
+func (s *Server) logRefusal(gc gnet.Conn, reason metrics.RejectReason) {
+	if s.log.Enabled(ctx, slog.LevelDebug) {
+		s.log.Debug("handshake refused", "reason", string(reason), "remote", gc.RemoteAddr().String())
+	}
+}
+
+// remoteIP is the client address of gc (zero if it has none, e.g. a
+// test connection).
+func remoteIP(gc gnet.Conn) netip.Addr {
+	if a, ok := gc.RemoteAddr().(*net.TCPAddr); ok {
+		return a.AddrPort().Addr()
+	}
+	return netip.Addr{}
 }
 
 // OnClose implements gnet.EventHandler.
@@ -285,7 +330,12 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		return gnet.None // refused in OnOpen
 	}
 	l := c.loop
-	if c.state != stateHandshake {
+	switch c.state {
+	case stateHandshake:
+		if !c.hsCounted {
+			l.tally.hsAborted++ // refusals and timeouts are counted where they happen
+		}
+	case stateOpen, stateClosing:
 		l.tally.closed++
 		l.logClose(c, err)
 	}
@@ -293,6 +343,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	l.wheel.remove(c)
 	if c.sess != nil {
 		l.closeSession(c)
+	}
+	if c.ipCounted {
+		s.ipl.release(remoteIP(gc))
 	}
 	c.parser.Reset()
 	l.conns--
@@ -302,19 +355,28 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 }
 
 // OnTraffic implements gnet.EventHandler: the handshake, then frames. The
-// writes a read causes go out together when it is handled.
+// writes a read causes go out together when it is handled; if they leave
+// the connection over its outbound bound, reading stops (backpressure.go).
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
 		return gnet.Close
 	}
-	c.loop.batch = c
-	act := s.traffic(c, gc)
-	c.loop.endBatch()
+	l := c.loop
+	l.batch = c
+	act, pause := s.traffic(c, gc)
+	l.endBatch()
+	if pause && act == gnet.None {
+		l.pause(c)
+	}
 	return act
 }
 
-func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
+// endHandshake marks a connection whose upgrade was refused or timed out
+// (already counted) so that OnClose does not count it as aborted.
+func (l *loop) endHandshake(c *conn) { c.hsCounted = true }
+
+func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 	l := c.loop
 	buf, _ := gc.Peek(-1)
 	c.lastSeen, c.pinged = l.wheel.now, false
@@ -322,7 +384,20 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 		l.tally.bytesIn += uint64(len(buf))
 		c.stats.bytesIn += uint64(len(buf))
 		_, _ = gc.Discard(-1)
-		return gnet.None
+		return gnet.None, false
+	}
+	if c.paused {
+		// gnet re-armed reading (its outbound buffer emptied) or we woke
+		// the connection after resuming it.
+		if c.overBound() {
+			if len(buf) > inboundPauseCap+s.cfg.MaxMessage {
+				l.limitClose(c, metrics.LimitInboundClose, protocol.DisconnectNotReading, "input over limit while not reading")
+				_, _ = gc.Discard(-1)
+				return gnet.None, false
+			}
+			return gnet.None, true
+		}
+		c.paused = false // checkPaused drops its entry
 	}
 	off := 0
 	if c.state == stateHandshake {
@@ -330,16 +405,26 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 		if end == 0 || end > maxRequestHeader {
 			if len(buf) >= maxRequestHeader {
 				l.tally.hsFailed++
+				s.m.Rejected(metrics.RejectHeaderTooLong).Inc()
+				s.logRefusal(gc, metrics.RejectHeaderTooLong)
+				l.endHandshake(c)
 				_, _ = gc.Write(respTooLarge)
-				return gnet.Close
+				return gnet.Close, false
 			}
 			c.hsScan = uint16(len(buf))
-			return gnet.None
+			return gnet.None, false
 		}
 		resp, hs, err := l.up.upgrade(buf[:end])
-		if !c.write(resp) || err != nil {
+		if !c.write(resp) {
+			return gnet.Close, false
+		}
+		if err != nil {
 			l.tally.hsFailed++
-			return gnet.Close
+			reason := rejectReason(err)
+			s.m.Rejected(reason).Inc()
+			s.logRefusal(gc, reason)
+			l.endHandshake(c)
+			return gnet.Close, false
 		}
 		l.tally.hsOK++
 		c.protocol = hs.Protocol == Subprotocol
@@ -352,13 +437,16 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 	l.tally.bytesIn += uint64(off)
 	c.stats.bytesIn += uint64(off)
 	if c.state == stateClosed {
-		return gnet.None
+		return gnet.None, false
 	}
 	if off > 0 {
 		_, _ = gc.Discard(off) // Discard(0) would drop everything buffered
 	}
-	if err == nil {
-		return gnet.None
+	switch {
+	case err == nil:
+		return gnet.None, false
+	case err == errPause:
+		return gnet.None, true
 	}
 	var fe *frame.Error
 	if errors.As(err, &fe) {
@@ -366,10 +454,13 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 		c.startClose(fe.Code, fe.Reason, true)
 		if c.state == stateClosing {
 			_, _ = gc.Discard(-1)
-			return gnet.None
+			return gnet.None, false
 		}
 	}
-	return gnet.Close
+	if c.state == stateClosing {
+		return gnet.None, false // closed by a limit: the close handshake runs its course
+	}
+	return gnet.Close, false
 }
 
 // reservePort resolves a ":0" port before gnet binds one SO_REUSEPORT

@@ -20,12 +20,14 @@ import (
 type Metrics struct {
 	Set *vm.Set
 
+	// Every accepted socket ends in exactly one handshake result: ok,
+	// failed (refused with an HTTP status, at accept or at the upgrade;
+	// Rejected says why), timeout or aborted (the peer went away first).
 	Accepted         *vm.Counter // TCP connections accepted
-	RejectedCeiling  *vm.Counter // refused because the fd ceiling was reached
-	RejectedDraining *vm.Counter // refused because the server is draining
 	Handshakes       *vm.Counter // successful upgrades
-	HandshakeFailed  *vm.Counter // failed upgrades (bad request, timeout, ...)
+	HandshakeFailed  *vm.Counter // refused: at accept or at the upgrade
 	HandshakeTimeout *vm.Counter
+	HandshakeAborted *vm.Counter // the peer closed before the upgrade completed
 	Closed           *vm.Counter // WebSocket connections closed after opening
 	MessagesIn       *vm.Counter
 	MessagesOut      *vm.Counter
@@ -41,21 +43,81 @@ type Metrics struct {
 	SlowClosed       *vm.Counter // connections closed by the slow-consumer policy
 	LagDropped       *vm.Counter // frames dropped by the "lag" policy
 
+	Paused          *vm.Counter // reading stopped because a connection's unsent replies were over the bound
+	OverloadRefused *vm.Counter // publishes refused with "overloaded" because a target loop's inbox was full
+
+	rejected map[RejectReason]*vm.Counter
+	limited  map[LimitReason]*vm.Counter
+
 	open atomic.Int64
 }
 
-// New creates the metric set. connections reports the open connection
-// count for the gauge.
+// RejectReason says why a handshake was refused; each has its own
+// wsedge_rejected_total series.
+type RejectReason string
+
+// Handshake refusal reasons.
+const (
+	RejectFDCeiling     RejectReason = "fd_ceiling"       // the RLIMIT_NOFILE ceiling (503)
+	RejectMaxConns      RejectReason = "max_conns"        // --max-conns, below the fd ceiling (503)
+	RejectDraining      RejectReason = "draining"         // 503 during a drain
+	RejectIPConns       RejectReason = "ip_conns"         // --max-conns-per-ip (429)
+	RejectIPRate        RejectReason = "ip_rate"          // --handshake-rate-per-ip (429)
+	RejectIPTableFull   RejectReason = "ip_table_full"    // too many distinct addresses tracked (429)
+	RejectHeaderTooLong RejectReason = "header_too_large" // request over 8 KiB (431)
+	RejectBadRequest    RejectReason = "bad_request"      // malformed request or headers (400)
+	RejectNotFound      RejectReason = "not_found"        // another path (404)
+	RejectMethod        RejectReason = "method"           // not GET (405)
+	RejectVersion       RejectReason = "version"          // Sec-WebSocket-Version not 13 (426)
+	RejectOrigin        RejectReason = "origin"           // Origin not allowed (403)
+	RejectSubprotocol   RejectReason = "subprotocol"      // wsedge.v1.json not offered (400)
+)
+
+var rejectReasons = []RejectReason{
+	RejectFDCeiling, RejectMaxConns, RejectDraining, RejectIPConns, RejectIPRate,
+	RejectIPTableFull, RejectHeaderTooLong, RejectBadRequest, RejectNotFound,
+	RejectMethod, RejectVersion, RejectOrigin, RejectSubprotocol,
+}
+
+// LimitReason names an abuse limit that refused a command or closed a
+// connection; each has its own wsedge_limited_total series.
+type LimitReason string
+
+// Limit reasons.
+const (
+	LimitCommandRate   LimitReason = "command_rate"       // a command answered 429
+	LimitRateClose     LimitReason = "command_rate_close" // closed 1008 after persisting over the rate
+	LimitSubs          LimitReason = "subs_per_conn"      // a subscribe over --max-subs-per-conn
+	LimitOutboundClose LimitReason = "outbound_close"     // closed 1008: replies unread past --outbound-timeout
+	LimitInboundClose  LimitReason = "inbound_close"      // closed 1008: unparsed input over its cap while paused
+	LimitReplyCut      LimitReason = "reply_cut"          // a history or recovery reply cut to the outbound bound
+)
+
+var limitReasons = []LimitReason{
+	LimitCommandRate, LimitRateClose, LimitSubs, LimitOutboundClose, LimitInboundClose, LimitReplyCut,
+}
+
+// Rejected returns the counter of handshakes refused for reason.
+func (m *Metrics) Rejected(reason RejectReason) *vm.Counter { return m.rejected[reason] }
+
+// Limited returns the counter of commands refused or connections closed
+// by the abuse limit reason.
+func (m *Metrics) Limited(reason LimitReason) *vm.Counter { return m.limited[reason] }
+
+// New creates the metric set. The maps behind Rejected and Limited are
+// filled here and only read afterwards, so any goroutine may use them.
 func New() *Metrics {
+	// # HELP and # TYPE lines, which Prometheus-format parsers expect. The
+	// switch is the library's, process-wide.
+	vm.ExposeMetadata(true)
 	s := vm.NewSet()
 	m := &Metrics{
 		Set:              s,
 		Accepted:         s.NewCounter(`wsedge_accepted_total`),
-		RejectedCeiling:  s.NewCounter(`wsedge_rejected_total{reason="fd_ceiling"}`),
-		RejectedDraining: s.NewCounter(`wsedge_rejected_total{reason="draining"}`),
 		Handshakes:       s.NewCounter(`wsedge_handshakes_total{result="ok"}`),
 		HandshakeFailed:  s.NewCounter(`wsedge_handshakes_total{result="failed"}`),
 		HandshakeTimeout: s.NewCounter(`wsedge_handshakes_total{result="timeout"}`),
+		HandshakeAborted: s.NewCounter(`wsedge_handshakes_total{result="aborted"}`),
 		Closed:           s.NewCounter(`wsedge_closed_total`),
 		MessagesIn:       s.NewCounter(`wsedge_messages_total{dir="in"}`),
 		MessagesOut:      s.NewCounter(`wsedge_messages_total{dir="out"}`),
@@ -70,6 +132,16 @@ func New() *Metrics {
 		Deliveries:       s.NewCounter(`wsedge_deliveries_total`),
 		SlowClosed:       s.NewCounter(`wsedge_slow_consumer_total{policy="close"}`),
 		LagDropped:       s.NewCounter(`wsedge_slow_consumer_dropped_total{policy="lag"}`),
+		Paused:           s.NewCounter(`wsedge_read_paused_total`),
+		OverloadRefused:  s.NewCounter(`wsedge_overloaded_total`),
+		rejected:         make(map[RejectReason]*vm.Counter, len(rejectReasons)),
+		limited:          make(map[LimitReason]*vm.Counter, len(limitReasons)),
+	}
+	for _, r := range rejectReasons {
+		m.rejected[r] = s.NewCounter(`wsedge_rejected_total{reason="` + string(r) + `"}`)
+	}
+	for _, r := range limitReasons {
+		m.limited[r] = s.NewCounter(`wsedge_limited_total{reason="` + string(r) + `"}`)
 	}
 	s.NewGauge(`wsedge_connections`, func() float64 { return float64(m.open.Load()) })
 	return m
@@ -97,8 +169,10 @@ type Admin struct {
 const maxAdminConns = 32
 
 // StartAdmin listens on addr and serves /metrics, /healthz and /readyz;
-// ready reports readiness. extra, if not nil, adds more routes.
-func StartAdmin(addr string, m *Metrics, ready func() bool, extra func(*http.ServeMux)) (*Admin, error) {
+// ready reports readiness. extra, if not nil, adds more routes. If the
+// server stops on an error later, onError (if not nil) gets it once; the
+// process goes on serving WebSocket clients without its admin port.
+func StartAdmin(addr string, m *Metrics, ready func() bool, extra func(*http.ServeMux), onError func(error)) (*Admin, error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("metrics: admin listen: %w", err)
@@ -130,8 +204,8 @@ func StartAdmin(addr string, m *Metrics, ready func() bool, extra func(*http.Ser
 		ln:  &limitListener{Listener: ln, sem: make(chan struct{}, maxAdminConns)},
 	}
 	go func() {
-		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			panic("BUG: admin server: " + err.Error())
+		if err := a.srv.Serve(a.ln); err != nil && !errors.Is(err, http.ErrServerClosed) && onError != nil {
+			onError(fmt.Errorf("metrics: admin server: %w", err))
 		}
 	}()
 	return a, nil

@@ -23,7 +23,7 @@ func TestAdmin(t *testing.T) {
 	m := New()
 	var ready atomic.Bool
 	ready.Store(true)
-	a, err := StartAdmin("127.0.0.1:0", m, ready.Load, nil)
+	a, err := StartAdmin("127.0.0.1:0", m, ready.Load, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,8 @@ const (
 	MsgRateLimited       = "rate limited"
 	MsgInternal          = "internal error"
 	MsgUnavailable       = "unavailable"
+	MsgOverloaded        = "overloaded"
+	MsgTooManySubs       = "too many subscriptions"
 )
 
 // Sentinel errors wrapped by *Error, for errors.Is.
@@ -96,6 +98,7 @@ const (
 	DisconnectRateLimited  DisconnectCode = 4006 // rate limit exceeded persistently
 	DisconnectForced       DisconnectCode = 4007 // disconnected by the application (ingest "disconnect user")
 	DisconnectNoPong       DisconnectCode = 4008 // no traffic within the heartbeat timeout
+	DisconnectNotReading   DisconnectCode = 4009 // replies left unread past the outbound bound for the outbound timeout
 )
 
 // Reconnect reports the reconnect hint documented for the code.

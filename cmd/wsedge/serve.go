@@ -52,6 +52,13 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.IntVar(&cfg.SocketSendBuffer, "socket-send-buffer", cfg.SocketSendBuffer, "SO_SNDBUF per connection in bytes (0: kernel autotuning)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", cfg.FlushInterval, "write subscribers at most once per interval per loop (0: after every batch); trades latency for fan-out capacity")
 	fs.IntVar(&cfg.RecoveryMax, "recovery-max", cfg.RecoveryMax, "most publications in one recovery or history reply")
+	fs.DurationVar(&cfg.OutboundTimeout, "outbound-timeout", cfg.OutboundTimeout, "close (1008) a connection whose unread replies stay over --max-outbound-bytes this long")
+	fs.IntVar(&cfg.MaxSubsPerConn, "max-subs-per-conn", cfg.MaxSubsPerConn, "most subscriptions of one connection")
+	fs.IntVar(&cfg.CommandRate, "command-rate", cfg.CommandRate, "protocol commands per second per connection (token bucket; 0: no limit)")
+	fs.IntVar(&cfg.CommandBurst, "command-burst", cfg.CommandBurst, "burst of the per-connection command bucket")
+	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "open connections per client address (0: no limit; behind a load balancer leave it off)")
+	fs.Float64Var(&cfg.HandshakeRatePerIP, "handshake-rate-per-ip", cfg.HandshakeRatePerIP, "handshakes per second per client address (0: no limit)")
+	fs.IntVar(&cfg.HandshakeBurstPerIP, "handshake-burst-per-ip", cfg.HandshakeBurstPerIP, "burst of the per-address handshake bucket")
 	fs.StringVar(&origins, "allowed-origins", strings.Join(cfg.AllowedOrigins, ","), "comma-separated Origin values to accept (empty: any)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	var envErr error
@@ -117,8 +124,21 @@ func runServe(args []string) int {
 		log.Error("start", "err", err)
 		return 1
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
+	// The first SIGTERM or SIGINT drains; a second one exits at once (an
+	// operator who presses Ctrl-C twice does not want to wait the grace).
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		sig := <-sigs
+		log.Info("signal: draining; send it again to exit at once", "signal", sig.String())
+		cancel()
+		sig = <-sigs
+		log.Warn("second signal: exiting without finishing the drain", "signal", sig.String())
+		os.Exit(130)
+	}()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("serve", "err", err)
 		return 1
