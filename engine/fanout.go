@@ -30,9 +30,8 @@ func (s *Server) pushToChannel(channel string, offset uint64, msg []byte) {
 // post gives one reference of f to every loop with local subscribers and
 // drops the caller's.
 func (s *Server) post(channel string, offset uint64, f *shard.Frame) {
-	set := s.hub.Shards(channel)
+	set, ch := s.hub.Lookup(channel) // ch: the name boxed once per channel
 	loops := *s.byIdx.Load()
-	var ch any = channel // boxed once per publication, not per loop
 	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
 		if i >= len(loops) {
 			break

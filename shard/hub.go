@@ -65,8 +65,16 @@ const hubStripes = 64
 
 type hubStripe struct {
 	mu sync.RWMutex
-	m  map[string]*ShardSet
+	m  map[string]*hubEntry
 	_  [cacheLine - 32]byte
+}
+
+// hubEntry is one channel's shards, and its name boxed once in an
+// interface so that a publish can carry it in every shard's message
+// without allocating.
+type hubEntry struct {
+	set  ShardSet
+	name any
 }
 
 // Hub maps each channel name to the set of shards that have at least one
@@ -108,7 +116,7 @@ type Hub struct {
 func NewHub() *Hub {
 	h := &Hub{seed: maphash.MakeSeed()}
 	for i := range h.stripes {
-		h.stripes[i].m = make(map[string]*ShardSet)
+		h.stripes[i].m = make(map[string]*hubEntry)
 	}
 	return h
 }
@@ -126,15 +134,16 @@ func (h *Hub) stripe(channel string) *hubStripe {
 func (h *Hub) Add(channel string, shard int) (first bool) {
 	s := h.stripe(channel)
 	s.mu.Lock()
-	set := s.m[channel]
-	if set == nil {
+	e := s.m[channel]
+	if e == nil {
 		// Never assign to an existing key: Go would replace the stored
 		// name with channel, which may alias the caller's buffer.
-		set = new(ShardSet)
-		s.m[strings.Clone(channel)] = set
+		name := strings.Clone(channel)
+		e = &hubEntry{name: name}
+		s.m[name] = e
 	}
-	first = set.empty()
-	set.set(shard)
+	first = e.set.empty()
+	e.set.set(shard)
 	s.mu.Unlock()
 	return first
 }
@@ -154,12 +163,12 @@ func (h *Hub) Remove(channel string, shard int) (last bool) {
 	s := h.stripe(channel)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	set := s.m[channel]
-	if set == nil || !set.Has(shard) {
+	e := s.m[channel]
+	if e == nil || !e.set.Has(shard) {
 		return false
 	}
-	set.unset(shard)
-	if set.empty() {
+	e.set.unset(shard)
+	if e.set.empty() {
 		delete(s.m, channel)
 		return true
 	}
@@ -169,14 +178,22 @@ func (h *Hub) Remove(channel string, shard int) (last bool) {
 // Shards returns the shards with local subscribers to channel (empty if
 // none). It does not allocate and is safe for concurrent use.
 func (h *Hub) Shards(channel string) ShardSet {
+	set, _ := h.Lookup(channel)
+	return set
+}
+
+// Lookup is Shards that also returns the channel's name boxed in an
+// interface (a string), the same value for as long as the channel has
+// shards, or nil if it has none: a publisher passes it in each shard's
+// message instead of boxing the name itself. It does not allocate.
+func (h *Hub) Lookup(channel string) (set ShardSet, name any) {
 	s := h.stripe(channel)
-	var set ShardSet
 	s.mu.RLock()
-	if p := s.m[channel]; p != nil {
-		set = *p
+	if e := s.m[channel]; e != nil {
+		set, name = e.set, e.name
 	}
 	s.mu.RUnlock()
-	return set
+	return set, name
 }
 
 // Len returns the number of channels with subscribers on this node, for
