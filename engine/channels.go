@@ -68,15 +68,24 @@ func (channelApp) OnMessage(c *conn, op frame.OpCode, payload []byte) error {
 		return errStop
 	}
 	l.tally.commands++
+	cmd := &l.cmd
+	derr := l.dec.Decode(payload, cmd)
+	// Bad commands cost a token too; the refusal carries the id when it
+	// could be read.
 	if !l.allowCommand(c) {
 		if c.state != stateOpen {
 			return errStop
 		}
-		return l.reply(c, protocol.AppendError(l.out[:0], 0, protocol.CodeRateLimited, protocol.MsgRateLimited), true)
+		id := cmd.ID
+		if pe, ok := derr.(*protocol.Error); ok {
+			id = pe.ID
+		} else if derr != nil {
+			id = 0
+		}
+		return l.reply(c, protocol.AppendError(l.out[:0], id, protocol.CodeRateLimited, protocol.MsgRateLimited), true)
 	}
-	cmd := &l.cmd
-	if err := l.dec.Decode(payload, cmd); err != nil {
-		if pe, ok := err.(*protocol.Error); ok {
+	if derr != nil {
+		if pe, ok := derr.(*protocol.Error); ok {
 			return l.reply(c, pe.AppendReply(l.out[:0]), true)
 		}
 		return l.reply(c, protocol.AppendError(l.out[:0], 0, protocol.CodeBadRequest, "bad JSON"), true)
