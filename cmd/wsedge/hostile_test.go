@@ -232,3 +232,92 @@ func TestNeverReadingFloodBounded(t *testing.T) {
 		})
 	}
 }
+
+// TestHandshakeFlood: 20,000 connection attempts in a burst from one
+// address, against a server with a per-address handshake rate. The server
+// stays up, answers every attempt with 101 or 429 (never a reset or a
+// hang), admits about what the rate allows, and serves normally afterwards.
+func TestHandshakeFlood(t *testing.T) {
+	if testing.Short() {
+		t.Skip("20,000 connections")
+	}
+	p := startServe(t, "", "--echo", "--handshake-rate-per-ip", "2000", "--handshake-burst-per-ip", "100")
+	const attempts, workers = 20_000, 64
+	var upgraded, limited, other atomic.Int64
+	req := []byte("GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+	start := time.Now()
+	done := make(chan struct{})
+	var next atomic.Int64
+	for range workers {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for next.Add(1) <= attempts {
+				c, err := net.DialTimeout("tcp", p.ws, 5*time.Second)
+				if err != nil {
+					other.Add(1)
+					continue
+				}
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := c.Write(req); err != nil {
+					other.Add(1)
+					c.Close()
+					continue
+				}
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				switch {
+				case err != nil:
+					other.Add(1)
+				case resp.StatusCode == http.StatusSwitchingProtocols:
+					upgraded.Add(1)
+				case resp.StatusCode == http.StatusTooManyRequests:
+					limited.Add(1)
+				default:
+					other.Add(1)
+				}
+				c.Close()
+			}
+		}()
+	}
+	for range workers {
+		<-done
+	}
+	took := time.Since(start)
+	t.Logf("%d attempts in %v: %d upgraded, %d refused 429, %d other", attempts, took.Round(time.Millisecond),
+		upgraded.Load(), limited.Load(), other.Load())
+	if other.Load() != 0 {
+		t.Fatalf("%d attempts got neither 101 nor 429", other.Load())
+	}
+	// The bucket admits its burst plus the rate over the run (with slack
+	// for the time the last answers took).
+	if max := int64(100 + 2000*took.Seconds()*1.1 + 50); upgraded.Load() > max || upgraded.Load() < 100 {
+		t.Fatalf("%d upgraded in %v, want between the burst (100) and %d", upgraded.Load(), took, max)
+	}
+	if got := metricValue(t, p.admin, `wsedge_rejected_total{reason="ip_rate"}`); int64(got) != limited.Load() {
+		t.Fatalf(`rejected_total{reason="ip_rate"} = %v, clients saw %d`, got, limited.Load())
+	}
+	// Still serving, once the bucket has refilled (poll, bounded).
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ws, resp, err := websocket.DefaultDialer.Dial("ws://"+p.ws+"/ws", nil)
+		if err == nil {
+			err = ws.WriteMessage(websocket.TextMessage, []byte("after"))
+			if err == nil {
+				var msg []byte
+				_, msg, err = ws.ReadMessage()
+				if err == nil && string(msg) != "after" {
+					err = fmt.Errorf("echo %q", msg)
+				}
+			}
+			ws.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			break
+		}
+		if resp == nil || resp.StatusCode != http.StatusTooManyRequests || time.Now().After(deadline) {
+			t.Fatalf("after the flood: %v %v", resp, err)
+		}
+		time.Sleep(20 * time.Millisecond) // the bucket refills with time: poll
+	}
+}
