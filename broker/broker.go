@@ -68,7 +68,10 @@ type HistoryResult struct {
 	// Position is the stream's current position. History on a channel
 	// without a stream creates an empty one, so Position.Epoch is never
 	// empty and the next publication keeps it: a client that subscribed to
-	// an empty channel can recover from {0, epoch}.
+	// an empty channel can recover from {0, epoch}. An implementation may
+	// bound the empty streams of channels nobody subscribes to and drop
+	// them; the channel's next stream then has a new epoch, so recovery
+	// from the old position answers Recovered false, never true.
 	Position StreamPosition
 	// Publications are in offset order, without gaps. A fresh slice the
 	// caller owns; the Data inside is shared and immutable.
