@@ -68,7 +68,10 @@ type HistoryResult struct {
 	// Position is the stream's current position. History on a channel
 	// without a stream creates an empty one, so Position.Epoch is never
 	// empty and the next publication keeps it: a client that subscribed to
-	// an empty channel can recover from {0, epoch}.
+	// an empty channel can recover from {0, epoch}. An implementation may
+	// bound the empty streams of channels nobody subscribes to and drop
+	// them; the channel's next stream then has a new epoch, so recovery
+	// from the old position answers Recovered false, never true.
 	Position StreamPosition
 	// Publications are in offset order, without gaps. A fresh slice the
 	// caller owns; the Data inside is shared and immutable.
@@ -129,11 +132,15 @@ type ClientInfo struct {
 	Info     []byte
 }
 
-// PresenceStats, a plain value, counts a channel's presence: connections, and distinct
-// users among them.
+// PresenceStats, a plain value, counts a channel's presence.
 type PresenceStats struct {
+	// NumClients counts connections.
 	NumClients int
-	NumUsers   int
+	// NumUsers counts the distinct non-empty user ids plus every anonymous
+	// connection (empty UserID) on its own: nothing says two anonymous
+	// connections are the same person, so a channel of 500 anonymous
+	// viewers has 500 users, not one.
+	NumUsers int
 }
 
 // PresenceManager tracks who is present in which channel. Implementations
@@ -148,7 +155,8 @@ type PresenceManager interface {
 	// Presence returns the channel's clients by client id, in a fresh map
 	// the caller owns (Info inside is shared and immutable).
 	Presence(ctx context.Context, channel string) (map[string]ClientInfo, error)
-	// PresenceStats returns the exact counts of clients and distinct users.
+	// PresenceStats returns the exact counts of clients and users, as
+	// PresenceStats.NumUsers defines them.
 	PresenceStats(ctx context.Context, channel string) (PresenceStats, error)
 	// Close releases resources. Idempotent; later calls return ErrClosed.
 	Close() error

@@ -23,9 +23,25 @@ type MemoryConfig struct {
 	// streams and publications. Negative disables it: expiry is then only
 	// applied lazily when a channel is accessed.
 	JanitorInterval time.Duration
-	// EmptyStreamTTL is how long a stream created by History on a channel
-	// without publications keeps its epoch before it is dropped.
+	// EmptyStreamTTL is how long an empty stream (made by History, never
+	// published to) keeps its epoch once its channel has no subscription:
+	// counted from its creation or from the channel's Unsubscribe, while
+	// a subscribed channel's empty stream does not expire. It only has to
+	// span a client's reconnect, so the default, 10 minutes, is the
+	// longest history TTL of the default namespaces: an empty channel
+	// stays recoverable as long as a published one.
 	EmptyStreamTTL time.Duration
+	// MaxEmptyStreams caps the empty streams of channels without a
+	// subscription, which anyone may create by naming fresh channels in
+	// subscribe or history; past it the one idle longest is dropped (see
+	// History). Each costs about 200 bytes, 450 with a 255-byte channel
+	// name, so the default 65,536 holds them under 30 MiB while keeping
+	// the epochs of that many quiet channels, say the personal channels
+	// of users who all disconnected at once, for their reconnect. It is
+	// applied per shard: MaxEmptyStreams/Shards each, at least one.
+	// Empty streams of subscribed channels are not counted: subscriptions
+	// bound them.
+	MaxEmptyStreams int
 	// Now is the clock (tests inject a fake one).
 	Now func() time.Time
 }
@@ -43,7 +59,10 @@ func (c *MemoryConfig) SetDefaults() {
 		c.JanitorInterval = time.Second
 	}
 	if c.EmptyStreamTTL == 0 {
-		c.EmptyStreamTTL = time.Hour
+		c.EmptyStreamTTL = 10 * time.Minute
+	}
+	if c.MaxEmptyStreams == 0 {
+		c.MaxEmptyStreams = 65536
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -57,6 +76,8 @@ func (c *MemoryConfig) Validate() error {
 		return fmt.Errorf("broker: MemoryConfig.Shards = %d, want a power of two", c.Shards)
 	case c.EmptyStreamTTL < 0:
 		return fmt.Errorf("broker: MemoryConfig.EmptyStreamTTL = %v, want >= 0", c.EmptyStreamTTL)
+	case c.MaxEmptyStreams < 0:
+		return fmt.Errorf("broker: MemoryConfig.MaxEmptyStreams = %d, want >= 0", c.MaxEmptyStreams)
 	case c.Now == nil:
 		return fmt.Errorf("broker: MemoryConfig.Now is nil")
 	}
@@ -68,6 +89,12 @@ func (c *MemoryConfig) Validate() error {
 // many channels publish in parallel. Its epochs are random per stream, so a
 // restart (or a stream dropped by TTL or RemoveHistory) changes them and
 // clients learn that their history is gone.
+//
+// Streams come from publishes; History on a channel without one makes an
+// empty stream to hand out an epoch, and those are bounded: a subscribed
+// channel's by the subscriptions, the others by MaxEmptyStreams and
+// EmptyStreamTTL, so a client naming millions of fresh channels costs a
+// fixed amount of memory.
 //
 // Memory is safe for concurrent use. It runs at most one goroutine, the
 // janitor, stopped by Close. The handler is called by the publishing
@@ -97,6 +124,8 @@ type memShard struct {
 	mu      sync.Mutex
 	streams map[string]*stream
 	subs    map[string]struct{}
+	idle    idleList // empty streams of unsubscribed channels
+	maxIdle int
 
 	pmu      sync.Mutex
 	presence map[string]*presenceSet
@@ -120,9 +149,12 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 		done:   make(chan struct{}),
 	}
 	for i := range m.shards {
-		m.shards[i].streams = make(map[string]*stream)
-		m.shards[i].subs = make(map[string]struct{})
-		m.shards[i].presence = make(map[string]*presenceSet)
+		sh := &m.shards[i]
+		sh.streams = make(map[string]*stream)
+		sh.subs = make(map[string]struct{})
+		sh.idle.init()
+		sh.maxIdle = max(cfg.MaxEmptyStreams/cfg.Shards, 1)
+		sh.presence = make(map[string]*presenceSet)
 	}
 	if cfg.JanitorInterval > 0 {
 		go m.janitor(cfg.JanitorInterval)
@@ -158,8 +190,12 @@ func (m *Memory) Subscribe(ctx context.Context, channel string) error {
 	}
 	sh := m.shard(channel)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	sh.subs[channel] = struct{}{}
-	sh.mu.Unlock()
+	if s := sh.liveStreamLocked(channel, m.cfg.Now().UnixNano()); s != nil && s.top == 0 {
+		sh.idle.remove(s)
+		s.expiresAt = 0
+	}
 	return nil
 }
 
@@ -170,8 +206,15 @@ func (m *Memory) Unsubscribe(ctx context.Context, channel string) error {
 	}
 	sh := m.shard(channel)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.subs[channel]; !ok {
+		return nil // a repeated Unsubscribe must not extend the TTL
+	}
 	delete(sh.subs, channel)
-	sh.mu.Unlock()
+	now := m.cfg.Now().UnixNano()
+	if s := sh.liveStreamLocked(channel, now); s != nil && s.top == 0 {
+		m.idleLocked(sh, s, now)
+	}
 	return nil
 }
 
@@ -191,7 +234,11 @@ func (m *Memory) Publish(ctx context.Context, channel string, data []byte, opts 
 	defer sh.mu.Unlock()
 	if opts.HistorySize > 0 {
 		now := m.cfg.Now().UnixNano()
-		s := sh.streamLocked(channel, now, 0)
+		s := sh.liveStreamLocked(channel, now)
+		if s == nil {
+			s = sh.newStreamLocked(channel)
+		}
+		sh.idle.remove(s) // published, it is no longer a capped empty stream
 		s.top++
 		var exp int64
 		if opts.HistoryTTL > 0 {
@@ -199,8 +246,8 @@ func (m *Memory) Publish(ctx context.Context, channel string, data []byte, opts 
 		}
 		pub.Offset, pub.Epoch = s.top, s.epoch
 		s.ring.push(entry{pub: pub, expiresAt: exp}, opts.HistorySize)
-		// The stream outlives its newest publication, and a stream created
-		// by History keeps at least the life it was given.
+		// The stream outlives its newest publication, and an unsubscribed
+		// empty stream keeps at least its EmptyStreamTTL.
 		switch {
 		case exp == 0:
 			s.expiresAt = 0
@@ -217,7 +264,15 @@ func (m *Memory) Publish(ctx context.Context, channel string, data []byte, opts 
 	return StreamPosition{Offset: pub.Offset, Epoch: pub.Epoch}, nil
 }
 
-// History implements Broker. It allocates the result slice.
+// History implements Broker. It allocates the result slice, and on a
+// channel without a stream the empty stream it makes.
+//
+// That empty stream is dropped after EmptyStreamTTL without a subscription,
+// or earlier when more than MaxEmptyStreams of them exist. Either way a
+// client holding its position {0, epoch} learns that it cannot recover:
+// the next History or Publish starts a stream with a new random epoch, so
+// recovery from the old position answers Recovered false. It would answer
+// true only if the new 64-bit epoch equalled the old one.
 func (m *Memory) History(ctx context.Context, channel string, req HistoryRequest) (HistoryResult, error) {
 	if err := m.check(ctx); err != nil {
 		return HistoryResult{}, err
@@ -226,7 +281,13 @@ func (m *Memory) History(ctx context.Context, channel string, req HistoryRequest
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	now := m.cfg.Now().UnixNano()
-	s := sh.streamLocked(channel, now, now+int64(m.cfg.EmptyStreamTTL))
+	s := sh.liveStreamLocked(channel, now)
+	if s == nil {
+		s = sh.newStreamLocked(channel)
+		if _, ok := sh.subs[channel]; !ok {
+			m.idleLocked(sh, s, now)
+		}
+	}
 	s.ring.trimExpired(now)
 	res := HistoryResult{Position: StreamPosition{Offset: s.top, Epoch: s.epoch}}
 	r := &s.ring
@@ -272,7 +333,9 @@ func (m *Memory) RemoveHistory(ctx context.Context, channel string) error {
 	}
 	sh := m.shard(channel)
 	sh.mu.Lock()
-	delete(sh.streams, channel)
+	if s := sh.streams[channel]; s != nil {
+		sh.dropLocked(s)
+	}
 	sh.mu.Unlock()
 	return nil
 }
@@ -309,9 +372,9 @@ func (m *Memory) sweep() {
 	for i := range m.shards {
 		sh := &m.shards[i]
 		sh.mu.Lock()
-		for ch, s := range sh.streams {
+		for _, s := range sh.streams {
 			if s.expired(now) {
-				delete(sh.streams, ch)
+				sh.dropLocked(s)
 			} else {
 				s.ring.trimExpired(now)
 			}
@@ -322,27 +385,89 @@ func (m *Memory) sweep() {
 
 // stream is one channel's history: guarded by its shard's mu.
 type stream struct {
+	channel   string
 	epoch     string
-	top       uint64 // last offset assigned
+	top       uint64 // last offset assigned; 0 while the stream is empty
 	expiresAt int64  // unix nanoseconds; 0 never
 	ring      ring
+
+	// prev and next link the stream into its shard's idle list; nil when
+	// it is not listed.
+	prev, next *stream
 }
 
 func (s *stream) expired(now int64) bool {
 	return s.expiresAt != 0 && now >= s.expiresAt
 }
 
-// streamLocked returns the channel's live stream, replacing an expired one
-// or creating a missing one with a new epoch; a created stream expires at
-// emptyExpiry (0 never) unless a publication sets its expiry.
-func (sh *memShard) streamLocked(channel string, now, emptyExpiry int64) *stream {
+// liveStreamLocked returns the channel's stream, or nil when it has none
+// or it expired (then it is dropped).
+func (sh *memShard) liveStreamLocked(channel string, now int64) *stream {
 	s := sh.streams[channel]
-	if s != nil && !s.expired(now) {
-		return s
+	if s != nil && s.expired(now) {
+		sh.dropLocked(s)
+		return nil
 	}
-	s = &stream{epoch: newEpoch(), expiresAt: emptyExpiry}
+	return s
+}
+
+// newStreamLocked starts the channel's stream, empty, with a new epoch and
+// no expiry.
+func (sh *memShard) newStreamLocked(channel string) *stream {
+	s := &stream{channel: channel, epoch: newEpoch()}
 	sh.streams[channel] = s
 	return s
+}
+
+func (sh *memShard) dropLocked(s *stream) {
+	sh.idle.remove(s)
+	delete(sh.streams, s.channel)
+}
+
+// idleLocked starts the EmptyStreamTTL of s, an empty stream whose channel
+// has no subscription, and lists it as the newest idle stream, dropping the
+// oldest past the shard's cap.
+func (m *Memory) idleLocked(sh *memShard, s *stream, now int64) {
+	s.expiresAt = now + int64(m.cfg.EmptyStreamTTL)
+	sh.idle.pushBack(s)
+	for sh.idle.n > sh.maxIdle {
+		sh.dropLocked(sh.idle.root.next)
+	}
+}
+
+// idleList holds a shard's idle streams, empty and unsubscribed, in the
+// order they became idle: a circular doubly linked list through
+// stream.prev and next around root, so that listing, unlisting and
+// dropping the oldest are O(1) and allocation-free.
+type idleList struct {
+	root stream
+	n    int
+}
+
+func (l *idleList) init() {
+	l.root.prev, l.root.next = &l.root, &l.root
+}
+
+func (l *idleList) pushBack(s *stream) {
+	if s.next != nil {
+		// Listing it twice would corrupt the list and spin the eviction
+		// loop under the shard lock.
+		panic("BUG: broker: empty stream " + s.channel + " listed twice")
+	}
+	s.prev, s.next = l.root.prev, &l.root
+	s.prev.next = s
+	l.root.prev = s
+	l.n++
+}
+
+// remove unlists s; it does nothing when s is not listed.
+func (l *idleList) remove(s *stream) {
+	if s.next == nil {
+		return
+	}
+	s.prev.next, s.next.prev = s.next, s.prev
+	s.prev, s.next = nil, nil
+	l.n--
 }
 
 // newEpoch returns 64 random bits in hex: a stream restarted under the same

@@ -72,6 +72,11 @@ func TestMemoryConfigValidate(t *testing.T) {
 			cfg:     MemoryConfig{EmptyStreamTTL: -time.Second},
 			wantErr: true,
 		},
+		{
+			name:    "negative empty stream cap",
+			cfg:     MemoryConfig{MaxEmptyStreams: -1},
+			wantErr: true,
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,7 +9,8 @@ import (
 // presenceSet is one channel's presence, guarded by its shard's pmu.
 type presenceSet struct {
 	clients map[string]ClientInfo
-	users   map[string]int // connections per user
+	users   map[string]int // connections per non-empty user id
+	anon    int            // connections with an empty user id, each a user
 }
 
 // AddPresence implements PresenceManager. It copies info.Info.
@@ -30,7 +31,7 @@ func (m *Memory) AddPresence(ctx context.Context, channel string, info ClientInf
 		ps.removeUser(old.UserID)
 	}
 	ps.clients[info.ClientID] = info
-	ps.users[info.UserID]++
+	ps.addUser(info.UserID)
 	return nil
 }
 
@@ -58,7 +59,19 @@ func (m *Memory) RemovePresence(ctx context.Context, channel, clientID string) e
 	return nil
 }
 
+func (ps *presenceSet) addUser(user string) {
+	if user == "" {
+		ps.anon++
+		return
+	}
+	ps.users[user]++
+}
+
 func (ps *presenceSet) removeUser(user string) {
+	if user == "" {
+		ps.anon--
+		return
+	}
 	if n := ps.users[user]; n > 1 {
 		ps.users[user] = n - 1
 	} else {
@@ -93,5 +106,5 @@ func (m *Memory) PresenceStats(ctx context.Context, channel string) (PresenceSta
 	if ps == nil {
 		return PresenceStats{}, nil
 	}
-	return PresenceStats{NumClients: len(ps.clients), NumUsers: len(ps.users)}, nil
+	return PresenceStats{NumClients: len(ps.clients), NumUsers: len(ps.users) + ps.anon}, nil
 }

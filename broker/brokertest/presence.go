@@ -19,6 +19,10 @@ func RunPresence(t *testing.T, newPresence func(t *testing.T) broker.PresenceMan
 			run:  testPresenceCounts,
 		},
 		{
+			name: "AnonymousClientsAreUsersEach",
+			run:  testPresenceAnonymous,
+		},
+		{
 			name: "ReAddReplaces",
 			run:  testPresenceReplace,
 		},
@@ -100,6 +104,36 @@ func testPresenceCounts(t *testing.T, pm broker.PresenceManager) {
 	checkPresence(t, pm, other, map[string]broker.ClientInfo{"c3": c3}, 1)
 }
 
+func testPresenceAnonymous(t *testing.T, pm broker.PresenceManager) {
+	ch := channel("anonymous")
+	a1 := broker.ClientInfo{ClientID: "a1"}
+	a2 := broker.ClientInfo{ClientID: "a2", Info: []byte(`{"guest":true}`)}
+	c1 := broker.ClientInfo{ClientID: "c1", UserID: "u1"}
+	c2 := broker.ClientInfo{ClientID: "c2", UserID: "u1"}
+	add(t, pm, ch, a1)
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{"a1": a1}, 1)
+	add(t, pm, ch, a2)
+	add(t, pm, ch, a1) // a re-add is the same client, not another user
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{"a1": a1, "a2": a2}, 2)
+	add(t, pm, ch, c1)
+	add(t, pm, ch, c2)
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{"a1": a1, "a2": a2, "c1": c1, "c2": c2}, 3)
+	remove(t, pm, ch, "a1")
+	remove(t, pm, ch, "a1")
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{"a2": a2, "c1": c1, "c2": c2}, 2)
+	// A client that authenticates stops being anonymous, and back.
+	named := broker.ClientInfo{ClientID: "a2", UserID: "u1"}
+	add(t, pm, ch, named)
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{"a2": named, "c1": c1, "c2": c2}, 1)
+	add(t, pm, ch, a2)
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{"a2": a2, "c1": c1, "c2": c2}, 2)
+	remove(t, pm, ch, "a2")
+	remove(t, pm, ch, "c1")
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{"c2": c2}, 1)
+	remove(t, pm, ch, "c2")
+	checkPresence(t, pm, ch, map[string]broker.ClientInfo{}, 0)
+}
+
 func testPresenceReplace(t *testing.T, pm broker.PresenceManager) {
 	ch := channel("replace")
 	add(t, pm, ch, broker.ClientInfo{ClientID: "c1", UserID: "u1"})
@@ -115,7 +149,11 @@ func testPresenceReplace(t *testing.T, pm broker.PresenceManager) {
 func testPresenceMass(t *testing.T, pm broker.PresenceManager) {
 	const goroutines, clients, users = 8, 1000, 97
 	ch := channel("mass")
+	// Every fourth client is anonymous; the others share users u0 .. u96.
 	ci := func(i int) broker.ClientInfo {
+		if i%4 == 3 {
+			return broker.ClientInfo{ClientID: "c" + strconv.Itoa(i)}
+		}
 		return broker.ClientInfo{ClientID: "c" + strconv.Itoa(i), UserID: "u" + strconv.Itoa(i%users)}
 	}
 	parallel := func(op func(i int) error) {
@@ -134,9 +172,12 @@ func testPresenceMass(t *testing.T, pm broker.PresenceManager) {
 	for i := 0; i < clients; i++ {
 		want[ci(i).ClientID] = ci(i)
 	}
-	checkPresence(t, pm, ch, want, users)
+	// Each of the 97 users has named clients (97 and 4 are coprime), and
+	// each of the 250 anonymous clients is a user.
+	checkPresence(t, pm, ch, want, users+clients/4)
 
-	// Remove every client but the last of each user: users stay counted.
+	// Remove all but the last 97 clients: their named users are distinct
+	// (97 consecutive numbers modulo 97), so each client is one user.
 	parallel(func(i int) error {
 		if i < clients-users {
 			return pm.RemovePresence(ctx, ch, ci(i).ClientID)
