@@ -457,7 +457,7 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 			return gnet.None, false
 		}
 	}
-	if c.state == stateClosing {
+	if c.state == stateClosing && c.broken {
 		return gnet.None, false // closed by a limit: the close handshake runs its course
 	}
 	return gnet.Close, false
