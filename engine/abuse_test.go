@@ -305,7 +305,7 @@ func TestSubsSortedChurn(t *testing.T) {
 // TestBinaryInProtocolMode: wsedge.v1.json is text only; a binary frame
 // gets disconnect 4002 (no reconnect) and close 1003.
 func TestBinaryInProtocolMode(t *testing.T) {
-	s := protoServer(t, func(c *Config) { c.CloseTimeout = 500 * time.Millisecond })
+	s := protoServer(t, func(c *Config) { c.CloseTimeout = 5 * time.Second })
 	c := protoRaw(t, s.Addr())
 	c.cmd(`{"id":1,"op":"ping"}`)
 	if m, p := c.reply(1); m["ok"] != true {
@@ -313,7 +313,28 @@ func TestBinaryInProtocolMode(t *testing.T) {
 	}
 	c.send(masked(true, frame.OpBinary, []byte(`{"id":2,"op":"ping"}`)))
 	c.expectDisconnect(protocol.DisconnectBadProtocol, false)
-	c.expectClose(frame.CloseUnsupported)
+	// A command after the binary frame is ignored (the connection is
+	// closing); our close reply ends it at once, not at the close timeout.
+	c.send(masked(true, frame.OpText, []byte(`{"id":3,"op":"ping"}`)))
+	start := time.Now()
+	for {
+		_, op, p, err := c.readFrame()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op == frame.OpClose {
+			if code := frame.CloseCode(binary.BigEndian.Uint16(p)); code != frame.CloseUnsupported {
+				t.Fatalf("close %d, want 1003", code)
+			}
+			break
+		}
+		t.Fatalf("frame after the disconnect push: %q", p)
+	}
+	c.send(closeFrame(frame.CloseUnsupported, ""))
+	c.expectEOF()
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("closed %v after our close reply; the close timeout is 5s", d)
+	}
 }
 
 // TestIdleTimeoutProtocol: a protocol client that never answers gets the

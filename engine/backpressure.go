@@ -130,7 +130,7 @@ func (l *loop) checkPaused() {
 			l.resume(c)
 			continue
 		case l.wheel.now-p.since >= l.outboundTicks:
-			l.limitClose(c, metrics.LimitOutboundClose, protocol.DisconnectNotReading, "not reading replies")
+			l.limitClose(c, metrics.LimitOutboundClose, protocol.DisconnectNotReading, "not reading replies", false)
 			c.paused = false
 			continue
 		}
@@ -141,12 +141,14 @@ func (l *loop) checkPaused() {
 }
 
 // limitClose ends a connection that broke an abuse limit: a disconnect
-// push for protocol clients, close 1008, and the socket is closed at the
-// close timeout if the peer does not answer. Its input is not read any more.
-func (l *loop) limitClose(c *conn, reason metrics.LimitReason, code protocol.DisconnectCode, text string) {
+// push for protocol clients, close 1008, and the socket is closed when the
+// peer answers or at the close timeout. Data messages that follow are
+// ignored (the connection is closing); with discard the input is not even
+// parsed any more (it is over its own bound), so only the timeout ends it.
+func (l *loop) limitClose(c *conn, reason metrics.LimitReason, code protocol.DisconnectCode, text string, discard bool) {
 	l.srv.m.Limited(reason).Inc()
 	c.disconnect(code, text, frame.ClosePolicyViolation)
-	c.broken = true
+	c.broken = c.broken || discard
 }
 
 // epollFD returns the epoll instance that gnet polls for el, or -1. gnet

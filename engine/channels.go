@@ -63,9 +63,10 @@ type channelApp struct{}
 func (channelApp) OnMessage(c *conn, op frame.OpCode, payload []byte) error {
 	l := c.loop
 	if op != frame.OpText {
+		// The parse goes on: data is ignored while closing and the peer's
+		// close frame ends the connection.
 		c.disconnect(protocol.DisconnectBadProtocol, "wsedge.v1.json is text only", frame.CloseUnsupported)
-		c.broken = true
-		return errStop
+		return nil
 	}
 	l.tally.commands++
 	cmd := &l.cmd
@@ -74,7 +75,7 @@ func (channelApp) OnMessage(c *conn, op frame.OpCode, payload []byte) error {
 	// could be read.
 	if !l.allowCommand(c) {
 		if c.state != stateOpen {
-			return errStop
+			return nil // closed for abuse; as for a binary frame, the parse goes on
 		}
 		id := cmd.ID
 		if pe, ok := derr.(*protocol.Error); ok {
@@ -126,7 +127,7 @@ func (l *loop) allowCommand(c *conn) bool {
 		l.srv.m.Limited(metrics.LimitCommandRate).Inc()
 		return false
 	}
-	l.limitClose(c, metrics.LimitRateClose, protocol.DisconnectRateLimited, "rate limited")
+	l.limitClose(c, metrics.LimitRateClose, protocol.DisconnectRateLimited, "rate limited", false)
 	return false
 }
 

@@ -391,7 +391,7 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 		// the connection after resuming it.
 		if c.overBound() {
 			if len(buf) > inboundPauseCap+s.cfg.MaxMessage {
-				l.limitClose(c, metrics.LimitInboundClose, protocol.DisconnectNotReading, "input over limit while not reading")
+				l.limitClose(c, metrics.LimitInboundClose, protocol.DisconnectNotReading, "input over limit while not reading", true)
 				_, _ = gc.Discard(-1)
 				return gnet.None, false
 			}
