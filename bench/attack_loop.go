@@ -21,6 +21,12 @@ const (
 	attackReadMax = 1 << 20
 	// streamBlock is the size of the repeated blocks attackers stream.
 	streamBlock = 16 << 10
+	// A server may read a stream as fast as it is written, so writing
+	// until EAGAIN could keep the loop from ever returning to epoll. One
+	// attacker streams at most pumpTurn per turn and the loop's attackers
+	// tickBytes per tick (100 MB/s); the rest waits for the next tick.
+	pumpTurn  = 64 << 10
+	tickBytes = 1 << 20
 )
 
 // Attacker connection states.
@@ -38,6 +44,7 @@ type attacker struct {
 	state     uint8
 	upgraded  bool
 	closeSent bool  // churn: our close frame is out
+	waiting   bool  // on the loop's ready list
 	born      int64 // unix nanos of the dial
 	next      int64 // slowloris: when the next byte is due
 	pre       []byte
@@ -67,8 +74,12 @@ type attackLoop struct {
 	// due (each is appended with now+1s, so appending keeps it sorted);
 	// byAge holds every attacker in dial order, for Hold. Both skip ended
 	// attackers lazily.
-	drip     []*attacker
-	byAge    []*attacker
+	drip  []*attacker
+	byAge []*attacker
+	// ready holds attackers with more to stream than their turn allowed,
+	// budget what the loop may still stream in this tick.
+	ready    []*attacker
+	budget   int
 	on       bool
 	nextTick int64
 	src      uint64 // dials so far, to spread source addresses
@@ -161,6 +172,7 @@ func appendMaskedHeader(dst []byte, fin bool, op frame.OpCode, length int64) []b
 func (a *attackLoop) start(now int64) {
 	a.on = true
 	a.nextTick = now
+	a.budget = tickBytes
 	for k := range a.kinds {
 		a.kinds[k].next = now
 	}
@@ -183,8 +195,20 @@ func (a *attackLoop) tick(now int64) {
 		return
 	}
 	a.nextTick = now + attackTick
+	a.budget = tickBytes
 	a.expire(now)
 	a.dripBytes(now)
+	// Those the budget does not reach stay in front for the next tick;
+	// those that had their turn queue again behind them.
+	n, i := len(a.ready), 0
+	for ; i < n && a.budget > 0; i++ {
+		c := a.ready[i]
+		c.waiting = false
+		if c.state == atOpen {
+			a.pump(c)
+		}
+	}
+	a.ready = a.ready[:copy(a.ready, a.ready[i:])]
 	for k := range a.kinds {
 		a.dialKind(k, now)
 	}
@@ -311,12 +335,14 @@ func (a *attackLoop) end(c *attacker, budget int, fallback string) {
 }
 
 // pump writes c's preamble and then, while the attack is on, its stream,
-// as far as the socket takes them.
+// as far as the socket and the budgets (pumpTurn, tickBytes) allow; what
+// the budgets hold back goes out on the next tick.
 func (a *attackLoop) pump(c *attacker) {
 	if c.kind == kindSlowloris {
 		return // it drips
 	}
 	ks := &a.kinds[c.kind]
+	turn := pumpTurn
 	for {
 		b := c.pre
 		if len(b) == 0 {
@@ -326,18 +352,28 @@ func (a *attackLoop) pump(c *attacker) {
 			if b = a.stream(c); len(b) == 0 {
 				return
 			}
+			if turn = min(turn, a.budget); turn <= 0 {
+				if !c.waiting {
+					c.waiting = true
+					a.ready = append(a.ready, c)
+				}
+				return
+			}
+			b = b[:min(len(b), turn)]
 		}
 		n, err := unix.Write(c.fd, b)
 		if n > 0 {
 			ks.stats.BytesOut += int64(n)
 			if len(c.pre) > 0 {
 				c.pre = c.pre[n:]
-			} else {
-				if c.kind == kindFlood {
-					ks.stats.Requests += (c.streamed+int64(n))/int64(a.floodReq) - c.streamed/int64(a.floodReq)
-				}
-				c.streamed += int64(n)
+				continue
 			}
+			if c.kind == kindFlood {
+				ks.stats.Requests += (c.streamed+int64(n))/int64(a.floodReq) - c.streamed/int64(a.floodReq)
+			}
+			c.streamed += int64(n)
+			turn -= n
+			a.budget -= n
 			continue
 		}
 		switch {
@@ -427,7 +463,7 @@ func (a *attackLoop) endAll() {
 	for _, c := range a.conns {
 		a.end(c, attackReadMax, "held")
 	}
-	a.drip, a.byAge = nil, nil
+	a.drip, a.byAge, a.ready = nil, nil, nil
 }
 
 // closeAll closes every attacker without counting it: the loop is quitting

@@ -209,6 +209,57 @@ func TestAttackStream(t *testing.T) {
 	}
 }
 
+func TestAttackPumpBudget(t *testing.T) {
+	// 20 floods whose sockets take everything: each streams pumpTurn per
+	// turn, the loop tickBytes per tick, and the ones a tick's budget did
+	// not reach go first in the next.
+	cfg := Defaults()
+	cfg.URL = "ws://127.0.0.1:9/ws"
+	a := newTestAttackLoop(t, cfg)
+	a.start(0)
+	cs := make([]*attacker, 20)
+	for i := range cs {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_NONBLOCK, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { unix.Close(fds[0]); unix.Close(fds[1]) })
+		_ = unix.SetsockoptInt(fds[0], unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+		cs[i] = &attacker{fd: fds[0], kind: kindFlood, state: atOpen, pre: a.pre[kindFlood]}
+		a.conns[fds[0]] = cs[i]
+	}
+	streamed := func() (per []int64, sum int64) {
+		for _, c := range cs {
+			per = append(per, c.streamed/pumpTurn)
+			sum += c.streamed
+		}
+		return per, sum
+	}
+	for _, c := range cs {
+		a.pump(c)
+	}
+	const full = tickBytes / pumpTurn // attackers one tick serves
+	per, sum := streamed()
+	if sum != tickBytes || per[0] != 1 || per[full-1] != 1 || per[full] != 0 || len(a.ready) != 20 {
+		t.Fatalf("first turns: %v turns, %d bytes, %d ready", per, sum, len(a.ready))
+	}
+	a.tick(a.nextTick)
+	if per, sum = streamed(); sum != 2*tickBytes || per[0] != 2 || per[full] != 0 {
+		t.Fatalf("tick 1: %v turns, %d bytes", per, sum)
+	}
+	a.tick(a.nextTick)
+	if per, sum = streamed(); sum != 3*tickBytes || per[full] != 1 || per[19] != 1 || per[0] != 3 {
+		t.Fatalf("tick 2 (the ones left out go first): %v turns, %d bytes", per, sum)
+	}
+	var whole int64 // requests each attacker wrote whole
+	for _, c := range cs {
+		whole += c.streamed / int64(a.floodReq)
+	}
+	if got := a.kinds[kindFlood].stats.Requests; got != whole {
+		t.Fatalf("requests %d, want %d", got, whole)
+	}
+}
+
 func TestAttackShares(t *testing.T) {
 	// Populations are split over the workers exactly; rates evenly, each
 	// with a Hold's worth of connections open at most.
