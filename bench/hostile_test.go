@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -122,20 +123,25 @@ func TestHostileAgainstWsedge(t *testing.T) {
 	})
 
 	t.Run("cli", func(t *testing.T) {
+		// The flags end to end: a summary on stdout, the JSON in a file.
+		file := filepath.Join(t.TempDir(), "r.json")
 		cmd := exec.Command(bin, "bench", "broadcast", "--url", base.URL, "--conns", "20", "--rate", "5", "--size", "64",
 			"--ping-rate", "5", "--duration", "1s", "--procs", "2", "--slowloris", "4", "--churn", "20", "--attack-hold", "2s",
-			"--server-metrics", metrics, "--server-rss-bound", "1GiB", "--abort-rss", "2GiB", "--json", "--quiet")
+			"--server-metrics", metrics, "--server-rss-bound", "1GiB", "--abort-rss", "2GiB", "--json-file", file, "--quiet")
 		b, err := cmd.Output()
 		if err != nil {
 			t.Fatalf("wsedge bench: %v\n%s", err, b)
 		}
-		rs, err := ReadResults(bytes.NewReader(b))
+		if !bytes.Contains(b, []byte("attack      slowloris")) || !bytes.Contains(b, []byte("success     pings")) {
+			t.Fatalf("summary lacks the attack and success lines:\n%s", b)
+		}
+		rs, err := ReadResultFiles(file)
 		if err != nil || len(rs) != 1 {
-			t.Fatalf("reading --json output: %v\n%s", err, b)
+			t.Fatalf("reading --json-file: %v (%d results)", err, len(rs))
 		}
 		r := rs[0]
 		if r.PingRate != 5 || r.Stats.Pongs == 0 || len(r.Attacks) != 2 || r.Server == nil || r.Server.RSSBound != 1<<30 || r.Server.Samples < 1 {
-			t.Fatalf("cli result: %s", b)
+			t.Fatalf("cli result: %+v", r)
 		}
 	})
 }

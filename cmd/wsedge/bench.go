@@ -102,6 +102,7 @@ func runBench(args []string) int {
 	fs.Var(bytesFlag{&cfg.AbortRSS}, "abort-rss", "end the run early if the server's RSS passes this (0: never)")
 	fs.StringVar(&cfg.Label, "label", cfg.Label, "name of this run in summaries and plots")
 	jsonOut := fs.Bool("json", false, "print the result as JSON instead of a summary")
+	jsonFile := fs.String("json-file", "", "also write the result as JSON to this file")
 	plot := fs.String("plot", "", "draw the latency percentile distribution to this .svg or .png")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -143,6 +144,12 @@ func runBench(args []string) int {
 	} else {
 		res.WriteSummary(os.Stdout)
 	}
+	if *jsonFile != "" {
+		if err := writeResultFile(*jsonFile, res); err != nil {
+			fmt.Fprintln(os.Stderr, "wsedge bench:", err)
+			return 1
+		}
+	}
 	if *plot != "" {
 		if err := writePlot(*plot, []*bench.Result{res}); err != nil {
 			fmt.Fprintln(os.Stderr, "wsedge bench:", err)
@@ -173,6 +180,18 @@ func runBenchPlot(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func writeResultFile(path string, r *bench.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = r.WriteJSON(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func writePlot(path string, rs []*bench.Result) error { return writePlotTitled(path, rs, "") }
