@@ -103,9 +103,10 @@ type ServerStats struct {
 	// Goroutines from the server's /metrics (go_goroutines) at the end of
 	// the measured phase; -1 if unknown.
 	Goroutines int64 `json:"goroutines"`
-	// From /metrics every second of the measured phase and drain: the
-	// samples read and failed; RSSPeak also takes
-	// process_resident_memory_bytes, and the goroutines' range.
+	// From /metrics at the start of the measured phase and every second
+	// until the first worker reports its result: the samples read and
+	// failed, and the goroutines' range; RSSPeak also takes
+	// process_resident_memory_bytes.
 	Samples       int   `json:"samples,omitempty"`
 	SampleErrors  int   `json:"sample_errors,omitempty"`
 	GoroutinesMin int64 `json:"goroutines_min,omitempty"`

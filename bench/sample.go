@@ -23,25 +23,25 @@ type serverSample struct {
 	err        error // reading /metrics failed
 }
 
-// watchServer reads the server every period until ctx ends, on a
-// goroutine of its own (a /metrics read may take seconds from a server
-// under attack), and sends each reading on the returned channel, dropping
-// readings the receiver is not ready for.
+// watchServer reads the server at once and then every period until ctx
+// ends, on a goroutine of its own (a /metrics read may take seconds from a
+// server under attack), and sends each reading on the returned channel,
+// dropping readings the receiver is not ready for.
 func watchServer(ctx context.Context, pid int, url string, period time.Duration) <-chan serverSample {
 	out := make(chan serverSample, 1)
 	go func() {
 		t := time.NewTicker(period)
 		defer t.Stop()
 		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
 			s := readServerSample(pid, url)
 			select {
 			case out <- s:
 			default:
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
 			}
 		}
 	}()
