@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"math"
 	"math/rand/v2"
 	"os"
 	"reflect"
@@ -251,6 +252,23 @@ func TestConfigValidate(t *testing.T) {
 		{"publishers", func(c *Config) { c.Mode = ModeBroadcast; c.Channels = 2; c.Publishers = 3 }, "publishers"},
 		{"channel rate", func(c *Config) { c.Mode = ModeBroadcast; c.Channels = 1000; c.Rate = 2000 }, "rate"},
 		{"slow per proc", func(c *Config) { c.Mode = ModeBroadcast; c.Conns = 19000; c.Slow = 1000 }, "--procs 2"},
+		{"ping rate", func(c *Config) { c.Mode = ModeBroadcast; c.PingRate = 10 }, ""},
+		{"ping rate echo", func(c *Config) { c.PingRate = 10 }, "only for broadcast"},
+		{"ping rate range", func(c *Config) { c.Mode = ModeBroadcast; c.PingRate = 5000 }, "ping-rate"},
+		{"attackers", func(c *Config) {
+			c.Attack.Slowloris, c.Attack.NoRead, c.Attack.Flood = 2000, 1000, 100
+			c.Attack.Oversize, c.Attack.Overflow, c.Attack.Churn = 5, 5, 500
+		}, ""},
+		{"slowloris", func(c *Config) { c.Attack.Slowloris = -1 }, "slowloris"},
+		{"churn rate", func(c *Config) { c.Attack.Churn = 1e6 }, "churn"},
+		{"oversize NaN", func(c *Config) { c.Attack.Oversize = math.NaN() }, "oversize"},
+		{"oversize len", func(c *Config) { c.Attack.OversizeLen = 100 }, "oversize-len"},
+		{"hold", func(c *Config) { c.Attack.Hold = time.Millisecond }, "attack-hold"},
+		{"attack sources", func(c *Config) { c.Attack.Sources = 0 }, "attack-sources"},
+		{"stream max", func(c *Config) { c.Attack.StreamMax = 2 << 30 }, "stream-max"},
+		{"no-read channel", func(c *Config) { c.Attack.NoRead = 1; c.Channel = "x" }, "channel"},
+		// 15,000 measured + 2,000 slowloris + 500/s churn × 10 s hold.
+		{"attackers per proc", func(c *Config) { c.Conns = 15000; c.Attack.Slowloris = 2000; c.Attack.Churn = 500 }, "--procs 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := Defaults()

@@ -81,9 +81,15 @@ type Config struct {
 	// others, that subscribe with a 4 KiB receive buffer and then stop
 	// reading until the measured phase ends. They are left out of the
 	// delivery accounting and reported on their own.
-	Slow  int
-	Token string
-	Procs int
+	Slow int
+	// PingRate makes every broadcast subscriber also send the protocol's
+	// ping command this many times a second in the measured phase: an echo
+	// over a protocol server, timed from send to reply (Result.PingLatency).
+	PingRate float64
+	// Attack adds hostile clients beside the measured ones (attack.go).
+	Attack AttackConfig
+	Token  string
+	Procs  int
 	// Loops is event loops per process.
 	Loops int
 	// Sources is how many source addresses in 127.0.0.0/8 (from 127.0.0.2)
@@ -92,8 +98,17 @@ type Config struct {
 	AllowRemote bool
 	// ServerPID, when set, is read from /proc for RSS and threads.
 	ServerPID int
-	// ServerMetrics, when set, is an admin /metrics URL read for go_goroutines.
+	// ServerMetrics, when set, is an admin /metrics URL read for
+	// go_goroutines and process_resident_memory_bytes (sampled every
+	// second of the measured phase) and the wsedge_* counters.
 	ServerMetrics string
+	// RSSBound is the memory bound the server was configured to (bytes),
+	// printed beside its RSS peak; 0 prints none.
+	RSSBound int64
+	// AbortRSS ends the measured phase early, marking the result aborted,
+	// once the server's RSS passes it (0: never), so a server that leaks
+	// under attack cannot take the shared machine down with it.
+	AbortRSS int64
 	// Label names the run in summaries and plots (e.g. the server's name).
 	Label string
 	// Exe is the command that starts a child process; it defaults to this
@@ -116,6 +131,8 @@ func Defaults() Config {
 		Channels:     1,
 		Procs:        1,
 		Sources:      200,
+		AbortRSS:     4 << 30,
+		Attack:       defaultAttack(),
 	}
 }
 
@@ -155,13 +172,25 @@ func (cfg *Config) Validate() error {
 	if cfg.Slow < 0 || cfg.Slow > MaxConns {
 		return fmt.Errorf("slow: %d out of range 0..%d", cfg.Slow, MaxConns)
 	}
-	if cfg.Mode != ModeBroadcast && (cfg.Channels != 1 || cfg.Slow != 0 || cfg.Publishers != 0) {
-		return fmt.Errorf("channels, publishers, slow: only for broadcast, not %s", cfg.Mode)
+	if cfg.Mode != ModeBroadcast && (cfg.Channels != 1 || cfg.Slow != 0 || cfg.Publishers != 0 || cfg.PingRate != 0) {
+		return fmt.Errorf("channels, publishers, slow, ping-rate: only for broadcast, not %s", cfg.Mode)
 	}
-	all := cfg.Conns + cfg.Slow
+	if cfg.PingRate < 0 || cfg.PingRate > 1000 {
+		return fmt.Errorf("ping-rate: %g out of range 0..1000", cfg.PingRate)
+	}
+	if err := cfg.Attack.validate(); err != nil {
+		return err
+	}
+	if cfg.Attack.needsChannel() && !strings.Contains(cfg.Channel, ":") {
+		return fmt.Errorf("channel: %q is not namespace:name (never-reading and flooding attackers use it)", cfg.Channel)
+	}
+	all := cfg.Conns + cfg.Slow + cfg.Attack.maxLive()
 	if per := (all + cfg.Procs - 1) / cfg.Procs; per > maxConnsPerProc {
-		return fmt.Errorf("conns: %d per process exceeds %d (the open-file limit); use --procs %d",
+		return fmt.Errorf("conns: %d per process (attackers included) exceeds %d (the open-file limit); use --procs %d",
 			per, maxConnsPerProc, (all+maxConnsPerProc-1)/maxConnsPerProc)
+	}
+	if cfg.RSSBound < 0 || cfg.AbortRSS < 0 {
+		return fmt.Errorf("server-rss-bound, abort-rss: negative")
 	}
 	if cfg.Rate < 0 || cfg.Rate > 1e6 {
 		return fmt.Errorf("rate: %g out of range 0..1e6", cfg.Rate)
@@ -277,4 +306,35 @@ func resolveTarget(raw string) (target, error) {
 	}
 	t.loopback = ip4.IsLoopback()
 	return t, nil
+}
+
+// ErrBadSize is returned by ParseBytes.
+var ErrBadSize = errors.New("not a byte count (e.g. 512MiB, 4G, 65536)")
+
+// ParseBytes reads a byte count: a whole number with an optional unit K,
+// M or G, powers of 1024 whether written K, KB or KiB (any case).
+func ParseBytes(s string) (int64, error) {
+	t := strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(s)), "B")
+	if n := len(t); n >= 2 && t[n-1] == 'I' && strings.IndexByte("KMG", t[n-2]) >= 0 {
+		t = t[:n-1]
+	}
+	shift := 0
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			shift = 10
+		case 'M':
+			shift = 20
+		case 'G':
+			shift = 30
+		}
+		if shift > 0 {
+			t = t[:n-1]
+		}
+	}
+	v, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || v < 0 || v > math.MaxInt64>>shift {
+		return 0, fmt.Errorf("%q: %w", s, ErrBadSize)
+	}
+	return v << shift, nil
 }

@@ -25,5 +25,16 @@
 // subscribers (--slow) that stop reading after subscribing; delivery is
 // accounted per channel with per-channel sequence numbers, and the slow ones
 // are reported apart (closed by the server or not), next to the server's RSS
-// sampled every 100 ms.
+// sampled every 100 ms. With --ping-rate the subscribers also send the
+// protocol's ping command, an echo a protocol server answers.
+//
+// Any mode can carry hostile clients (AttackConfig, attack*.go) beside the
+// measured ones: slowloris handshakes, never-reading subscribers, history
+// floods, oversize and overflowing frames, connection churn. Each kind is
+// bounded in count or rate and each connection in lifetime; they run only
+// in the measured phase, on one extra loop per process, from source
+// addresses of their own, and every one of them is accounted for by how it
+// ended (close code, HTTP status, EOF, reset, held). Meanwhile the parent
+// samples the server's /metrics every second (RSS, goroutines) and ends
+// the run early if the server exits or its RSS passes --abort-rss.
 package bench

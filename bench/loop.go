@@ -123,11 +123,15 @@ type loop struct {
 	slowLive     int     // open slow subscribers
 	slowLastRead int64   // unix nanos of the last bytes a slow subscriber read
 
+	// atk is set on a worker's attack loop, which carries only attackers.
+	atk *attackLoop
+
 	stats Stats
 	lat   *hdr.Histogram // whole run
 	ilat  *hdr.Histogram // since the last progress snapshot
 	ctime *hdr.Histogram // connect + upgrade time
 	lag   *hdr.Histogram // how late paced sends went out
+	plat  *hdr.Histogram // ping round trips (broadcast --ping-rate)
 }
 
 func newLoop(w *worker, id int) (*loop, error) {
@@ -160,6 +164,7 @@ func newLoop(w *worker, id int) (*loop, error) {
 		ilat:        newHist(),
 		ctime:       newHist(),
 		lag:         newHist(),
+		plat:        newHist(),
 	}
 	if w.cfg.Mode == ModeEcho {
 		l.payload = make([]byte, w.cfg.Size)
@@ -229,6 +234,9 @@ func (l *loop) run() {
 			}
 			c := l.conns[fd]
 			if c == nil {
+				if a := l.atk.conn(fd); a != nil {
+					l.atk.onEvent(a, ev.Events)
+				}
 				continue
 			}
 			if c.state == stConnecting {
@@ -247,9 +255,15 @@ func (l *loop) run() {
 			l.pace.due(now, l.onDue)
 		}
 		l.dialMore(now)
+		if l.atk != nil {
+			l.atk.tick(now)
+		}
 	}
 	for _, c := range l.conns {
 		l.shutdown(c)
+	}
+	if l.atk != nil {
+		l.atk.closeAll()
 	}
 }
 
@@ -266,6 +280,11 @@ func (l *loop) timeoutNs(now int64) int64 {
 			d = l.nextDial
 		}
 		if next < 0 || d < next {
+			next = d
+		}
+	}
+	if l.atk != nil {
+		if d := l.atk.timeout(); d >= 0 && (next < 0 || d < next) {
 			next = d
 		}
 	}
@@ -328,46 +347,29 @@ func (l *loop) dial(now int64, role uint8) {
 			l.pubNext++
 		}
 	}
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	var src [4]byte
+	if t.loopback {
+		// Spread source addresses over 127.0.0.0/8 so a run does not
+		// exhaust one address's ports.
+		k := (uint64(l.w.index)*7919 + uint64(l.id)*104729 + l.dialCount) % uint64(l.w.cfg.Sources)
+		l.dialCount++
+		src = [4]byte{127, 0, 0, byte(2 + k)}
+	}
+	rcvbuf := 0
+	if role == roleSlow {
+		rcvbuf = slowRcvBuf
+	}
+	fd, err := l.openSocket(rcvbuf, src)
 	if err != nil {
 		l.inflight--
 		l.stats.ConnectFailed++
-		l.fail(fmt.Errorf("socket: %w", err))
-		return
-	}
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_NODELAY, 1)
-	if role == roleSlow {
-		_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, slowRcvBuf)
-	}
-	if t.loopback {
-		// Spread source addresses over 127.0.0.0/8 and let connect pick the
-		// port per 4-tuple, so a run does not exhaust one address's ports.
-		_ = unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-		n := l.w.cfg.Sources
-		k := (uint64(l.w.index)*7919 + uint64(l.id)*104729 + l.dialCount) % uint64(n)
-		l.dialCount++
-		src := &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, byte(2 + k)}}
-		if err := unix.Bind(fd, src); err != nil {
-			unix.Close(fd)
-			l.inflight--
-			l.stats.ConnectFailed++
-			l.fail(fmt.Errorf("bind %v: %w", src.Addr, err))
-			return
-		}
-	}
-	err = unix.Connect(fd, &unix.SockaddrInet4{Port: t.port, Addr: t.ip})
-	if err != nil && !errors.Is(err, unix.EINPROGRESS) {
-		unix.Close(fd)
-		l.inflight--
-		l.stats.ConnectFailed++
-		l.fail(fmt.Errorf("connect: %w", err))
+		l.fail(err)
 		return
 	}
 	c.fd = fd
 	l.conns[fd] = c
-	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-		l.closeConn(c, fmt.Errorf("epoll_ctl: %w", err))
+	if err := l.watch(fd); err != nil {
+		l.closeConn(c, err)
 	}
 }
 
@@ -600,7 +602,11 @@ func (l *loop) startPaced(c *conn, now, phase int64) {
 	if c.role == rolePub {
 		rate *= float64(c.pubCount) // Rate is per channel
 	}
-	period := int64(float64(time.Second) / rate)
+	l.schedule(c, now, int64(float64(time.Second)/rate), phase)
+}
+
+// schedule puts c on the pacer: a send every period from now+phase.
+func (l *loop) schedule(c *conn, now, period, phase int64) {
 	if c.pace == nil {
 		c.pace = &pacedItem{idx: -1, c: c}
 	}
@@ -620,6 +626,8 @@ func (l *loop) onDue(it *pacedItem, late int64) {
 		l.sendEcho(it.c)
 	case rolePub:
 		l.sendPublish(it.c)
+	case roleSub:
+		l.sendPing(it.c)
 	}
 }
 
@@ -764,6 +772,8 @@ func (l *loop) onJSON(c *conn, now int64, msg []byte) {
 				l.stats.Subscribed++
 				l.countSub(int(c.ch))
 			}
+		case c.role == roleSub && id > subscribeID:
+			l.onPong(now, id, good)
 		case c.role == rolePub && good && id > subscribeID:
 			l.stats.PublishOK++
 			l.countPub(pubChannel(c, uint64(id-subscribeID-1)))

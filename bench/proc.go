@@ -115,29 +115,51 @@ const (
 // exposed) from a Prometheus text endpoint. A series that is absent is an
 // error only if none of them is found.
 func readMetrics(url string, names ...string) (map[string]int64, error) {
-	cl := http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get(url)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
 	out := make(map[string]int64, len(names))
-	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
+	err := scanMetrics(url, func(series string, v float64) {
 		for _, n := range names {
-			if v, ok := strings.CutPrefix(line, n+" "); ok {
-				if f, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
-					out[n] = int64(f)
-				}
+			if series == n {
+				out[n] = int64(v)
 			}
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	if len(out) == 0 {
 		return nil, fmt.Errorf("bench: none of %v at %s", names, url)
 	}
 	return out, nil
+}
+
+// scanMetrics fetches a Prometheus text page and calls fn with every
+// sample's series (name and labels) and value.
+func scanMetrics(url string, fn func(series string, v float64)) error {
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("bench: %s: %s", url, resp.Status)
+	}
+	sc := bufio.NewScanner(io.LimitReader(resp.Body, 16<<20))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i <= 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			fn(line[:i], v)
+		}
+	}
+	return sc.Err()
 }
 
 // Machine describes where a run happened; a plain value.

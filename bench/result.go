@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 )
@@ -31,6 +32,8 @@ type Result struct {
 	Channels   int `json:"channels,omitempty"`
 	Publishers int `json:"publishers,omitempty"`
 	Slow       int `json:"slow,omitempty"`
+	// PingRate: pings per second per subscriber (broadcast --ping-rate).
+	PingRate float64 `json:"ping_rate,omitempty"`
 
 	Stats Stats `json:"stats"`
 	// Broadcast: publishes the server acknowledged, and deliveries owed
@@ -49,6 +52,14 @@ type Result struct {
 	ConnectTime Summary `json:"connect_time"`
 	// ClientLag: how late the client's paced sends left (its own health).
 	ClientLag Summary `json:"client_lag"`
+	// PingLatency: ping command → reply (broadcast --ping-rate).
+	PingLatency *Summary `json:"ping_latency,omitempty"`
+
+	// Attacks: what became of each kind of attacker (--slowloris …).
+	Attacks []AttackStats `json:"attacks,omitempty"`
+	// Aborted says why the measured phase ended before its duration
+	// (the server exited, or its RSS passed --abort-rss).
+	Aborted string `json:"aborted,omitempty"`
 
 	Server *ServerStats `json:"server,omitempty"`
 	// Client memory: resident set of all bench processes at the end, and
@@ -89,8 +100,25 @@ type ServerStats struct {
 	RSSPeak    int64 `json:"rss_peak_bytes,omitempty"`
 	RSSDrained int64 `json:"rss_drained_bytes,omitempty"`
 	Threads    int64 `json:"threads"`
-	// Goroutines from the server's /metrics (go_goroutines); -1 if unknown.
+	// Goroutines from the server's /metrics (go_goroutines) at the end of
+	// the measured phase; -1 if unknown.
 	Goroutines int64 `json:"goroutines"`
+	// From /metrics at the start of the measured phase and every second
+	// until the first worker reports its result: the samples read and
+	// failed, and the goroutines' range; RSSPeak also takes
+	// process_resident_memory_bytes.
+	Samples       int   `json:"samples,omitempty"`
+	SampleErrors  int   `json:"sample_errors,omitempty"`
+	GoroutinesMin int64 `json:"goroutines_min,omitempty"`
+	GoroutinesMax int64 `json:"goroutines_max,omitempty"`
+	// RSSBound is the memory bound the server was configured to
+	// (--server-rss-bound), for comparison with RSSPeak.
+	RSSBound int64 `json:"rss_bound_bytes,omitempty"`
+	// Exited: the server process was gone (or a zombie) during or after the run.
+	Exited bool `json:"exited,omitempty"`
+	// Counters: how much each wsedge_*_total counter of /metrics grew from
+	// the start of the measured phase to the end of the run.
+	Counters map[string]int64 `json:"counters,omitempty"`
 	// CPU is the server's CPU use over the measured phase, in percent of
 	// one core.
 	CPU float64 `json:"cpu_percent"`
@@ -187,6 +215,34 @@ func (s Summary) String() string {
 		fmtUs(s.P50), fmtUs(s.P90), fmtUs(s.P99), fmtUs(s.P999), fmtUs(s.Max), s.Count)
 }
 
+// success is the measured clients' share of what they were owed: ping
+// replies of pings sent, unique deliveries of deliveries expected.
+func (r *Result) success() string {
+	pct := func(n, of int64) string {
+		if of == 0 {
+			return "-"
+		}
+		return fmt.Sprintf("%.3f%%", 100*float64(n)/float64(of))
+	}
+	out := "deliveries " + pct(r.Stats.Unique, r.Expected)
+	if r.PingRate > 0 {
+		out = "pings " + pct(r.Stats.Pongs, r.Stats.Pings) + "  " + out
+	}
+	return fmt.Sprintf("%s  (%d measured connections dropped)", out, r.Stats.Dropped)
+}
+
+// boundNote compares the RSS peak with the configured bound, if one was given.
+func (sv *ServerStats) boundNote() string {
+	if sv.RSSBound <= 0 {
+		return ""
+	}
+	verdict := "within"
+	if sv.RSSPeak > sv.RSSBound {
+		verdict = "OVER"
+	}
+	return fmt.Sprintf(" (%s the bound %s)", verdict, fmtBytes(float64(sv.RSSBound)))
+}
+
 // WriteSummary writes the human summary.
 func (r *Result) WriteSummary(w io.Writer) {
 	var b strings.Builder
@@ -195,6 +251,9 @@ func (r *Result) WriteSummary(w io.Writer) {
 		title += "  [" + r.Label + "]"
 	}
 	fmt.Fprintln(&b, title)
+	if r.Aborted != "" {
+		fmt.Fprintf(&b, "  ABORTED     %s\n", r.Aborted)
+	}
 	s := r.Stats
 	if r.Mode == ModeConnect {
 		fmt.Fprintf(&b, "  conns       %d in flight, %d upgraded, %d failed, %d dropped; %d procs × %d loops\n",
@@ -228,6 +287,13 @@ func (r *Result) WriteSummary(w io.Writer) {
 		}
 		fmt.Fprintf(&b, "  throughput  %.0f deliveries/s\n", r.MsgPerSec)
 		fmt.Fprintf(&b, "  delivery    %s\n", r.Latency)
+		if r.PingRate > 0 {
+			fmt.Fprintf(&b, "  pings       %g/s per subscriber: sent %d  ok %d  errors %d\n", r.PingRate, s.Pings, s.Pongs, s.PingErrors)
+			if r.PingLatency != nil {
+				fmt.Fprintf(&b, "  ping rtt    %s\n", *r.PingLatency)
+			}
+		}
+		fmt.Fprintf(&b, "  success     %s\n", r.success())
 	case ModeConnect:
 		fmt.Fprintf(&b, "  load        %d handshakes in flight for %.1fs\n", r.Conns, r.Duration)
 		fmt.Fprintf(&b, "  handshakes  %d  (%.0f/s)  errors %d\n", s.Handshakes, r.HandshakesPerSec, s.Errors)
@@ -251,6 +317,9 @@ func (r *Result) WriteSummary(w io.Writer) {
 	if r.Mode != ModeConnect {
 		fmt.Fprintf(&b, "  connect     %s\n", r.ConnectTime)
 	}
+	for i := range r.Attacks {
+		fmt.Fprintf(&b, "  attack      %s\n", &r.Attacks[i])
+	}
 	if r.ClientLag.Count > 0 {
 		fmt.Fprintf(&b, "  client lag  p99 %s  max %s (paced sends leaving late)\n", fmtUs(r.ClientLag.P99), fmtUs(r.ClientLag.Max))
 	}
@@ -259,8 +328,33 @@ func (r *Result) WriteSummary(w io.Writer) {
 		if sv.Goroutines >= 0 {
 			g = fmt.Sprint(sv.Goroutines)
 		}
-		fmt.Fprintf(&b, "  server      pid %d  RSS %s → %s  (%s per conn)  threads %d  goroutines %s  CPU %.0f%%\n",
-			sv.PID, fmtBytes(float64(sv.RSSBefore)), fmtBytes(float64(sv.RSSAfter)), fmtBytes(sv.RSSPerConn), sv.Threads, g, sv.CPU)
+		if sv.PID > 0 {
+			fmt.Fprintf(&b, "  server      pid %d  RSS %s → %s  (%s per conn)  threads %d  goroutines %s  CPU %.0f%%\n",
+				sv.PID, fmtBytes(float64(sv.RSSBefore)), fmtBytes(float64(sv.RSSAfter)), fmtBytes(sv.RSSPerConn), sv.Threads, g, sv.CPU)
+		}
+		if sv.Samples > 0 || sv.SampleErrors > 0 {
+			fmt.Fprintf(&b, "  server /metrics %d samples (%d failed)  RSS peak %s%s  goroutines %d..%d\n",
+				sv.Samples, sv.SampleErrors, fmtBytes(float64(sv.RSSPeak)), sv.boundNote(), sv.GoroutinesMin, sv.GoroutinesMax)
+		}
+		if sv.Exited {
+			b.WriteString("  server      EXITED during or after the run\n")
+		}
+		if len(sv.Counters) > 0 {
+			keys := make([]string, 0, len(sv.Counters))
+			for k := range sv.Counters {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			for i, k := range keys {
+				if i%3 == 0 {
+					b.WriteString("  server grew")
+				}
+				fmt.Fprintf(&b, "  %s +%d", k, sv.Counters[k])
+				if i%3 == 2 || i == len(keys)-1 {
+					b.WriteString("\n")
+				}
+			}
+		}
 		if sv.SlowClosed > 0 || sv.LagDropped > 0 {
 			fmt.Fprintf(&b, "  server slow %d closed (policy close), %d messages dropped (policy lag), from /metrics\n", sv.SlowClosed, sv.LagDropped)
 		}
@@ -269,7 +363,11 @@ func (r *Result) WriteSummary(w io.Writer) {
 				fmtBytes(float64(sv.RSSReady)), fmtBytes(float64(sv.RSSPeak)), fmtBytes(float64(sv.RSSDrained)))
 		}
 	}
-	fmt.Fprintf(&b, "  client      RSS %s  (%s per conn)  CPU %.0f%%\n", fmtBytes(float64(r.ClientRSS)), fmtBytes(r.ClientRSSPerConn), r.ClientCPU)
+	perConn := ""
+	if r.ClientRSSPerConn > 0 {
+		perConn = "  (" + fmtBytes(r.ClientRSSPerConn) + " per conn)"
+	}
+	fmt.Fprintf(&b, "  client      RSS %s%s  CPU %.0f%%\n", fmtBytes(float64(r.ClientRSS)), perConn, r.ClientCPU)
 	if s.LastError != "" {
 		fmt.Fprintf(&b, "  last error  %s\n", s.LastError)
 	}

@@ -28,13 +28,17 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	}
 	if cfg.Mode == ModeBroadcast {
 		res.Channels, res.Publishers, res.Slow = cfg.Channels, cfg.publishers(), cfg.Slow
+		res.PingRate = cfg.PingRate
+	}
+	if cfg.ServerPID > 0 || cfg.ServerMetrics != "" {
+		res.Server = &ServerStats{PID: cfg.ServerPID, Goroutines: -1, RSSBound: cfg.RSSBound}
 	}
 	if cfg.ServerPID > 0 {
 		ps, err := readProcStatus(cfg.ServerPID)
 		if err != nil {
 			return nil, fmt.Errorf("bench: server pid %d: %w", cfg.ServerPID, err)
 		}
-		res.Server = &ServerStats{PID: cfg.ServerPID, RSSBefore: ps.RSS, Goroutines: -1}
+		res.Server.RSSBefore = ps.RSS
 	}
 
 	events := make(chan message, 16*cfg.Procs)
@@ -72,9 +76,19 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	// A hard bound on the whole run, whatever a worker does.
 	bound := time.NewTimer(cfg.SetupTimeout + cfg.Duration + 2*cfg.Drain + 30*time.Second)
 	defer bound.Stop()
-	// The server's RSS is sampled every 100 ms from the start of the
+	// The server's RSS is sampled every 100 ms from /proc, and its RSS and
+	// goroutines every second from /metrics, from the start of the
 	// measured phase until the first worker reports its result.
-	var rssTick <-chan time.Time
+	var (
+		rssTick     <-chan time.Time
+		samples     <-chan serverSample
+		stopSamples = func() {}
+		counters0   map[string]int64
+	)
+	defer func() { stopSamples() }()
+	// fired ends the measured phase at once when it replaces deadline.
+	fired := make(chan time.Time)
+	close(fired)
 	var (
 		ready    int
 		exited   int
@@ -97,6 +111,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			}
 		case <-rssTick:
 			r.sampleRSS()
+			if r.abort() && deadline != nil {
+				deadline = fired
+			}
+		case sm := <-samples:
+			res.Server.add(sm)
+			if r.abort() && deadline != nil {
+				deadline = fired
+			}
 		case <-bound.C:
 			if runErr == nil {
 				runErr = errors.New("bench: run exceeded its time bound (setup + duration + drain + 30s)")
@@ -127,13 +149,20 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				if ready == cfg.Procs {
 					started = time.Now()
 					r.started = started
-					if res.Server != nil {
+					if cfg.ServerPID > 0 {
 						serverCPU0, _ = readCPU(res.Server.PID)
 						r.sampleRSS()
 						res.Server.RSSReady = res.Server.RSSDrained
 						t := time.NewTicker(100 * time.Millisecond)
 						defer t.Stop()
 						rssTick = t.C
+					}
+					if res.Server != nil {
+						if cfg.ServerMetrics != "" {
+							counters0, _ = readCounters(cfg.ServerMetrics)
+						}
+						sctx, scancel := context.WithCancel(ctx)
+						samples, stopSamples = watchServer(sctx, cfg.ServerPID, cfg.ServerMetrics, time.Second), scancel
 					}
 					r.phase = "run"
 					r.mark(started)
@@ -154,6 +183,8 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 					r.sampleRSS()
 					rssTick = nil
 				}
+				stopSamples()
+				samples = nil
 			case msgError:
 				if runErr == nil {
 					runErr = fmt.Errorf("bench: worker %d: %s", m.Worker, m.Err)
@@ -186,6 +217,14 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		if m, err := readMetrics(cfg.ServerMetrics, metricSlowClosed, metricLagDropped); err == nil {
 			res.Server.SlowClosed, res.Server.LagDropped = m[metricSlowClosed], m[metricLagDropped]
 		}
+	}
+	if res.Server != nil && cfg.ServerMetrics != "" && counters0 != nil {
+		if c1, err := readCounters(cfg.ServerMetrics); err == nil {
+			res.Server.Counters = counterGrowth(counters0, c1)
+		}
+	}
+	if cfg.ServerPID > 0 && !processAlive(cfg.ServerPID) {
+		res.Server.Exited = true
 	}
 	return res, r.finish()
 }
@@ -297,15 +336,36 @@ func (r *runState) sampleServer() {
 		}
 	}
 	open := r.total().Open
-	if open > 0 {
+	if open > 0 && sv.RSSAfter > 0 {
 		sv.RSSPerConn = float64(sv.RSSAfter-sv.RSSBefore) / float64(open)
 	}
+}
+
+// abort reports whether the measured phase must end now, recording why in
+// the result the first time: the server exited, or its RSS passed
+// --abort-rss.
+func (r *runState) abort() bool {
+	sv := r.res.Server
+	if sv == nil || r.res.Aborted != "" || !r.stopped.IsZero() {
+		return false
+	}
+	at := time.Since(r.started).Seconds()
+	switch {
+	case sv.Exited:
+		r.res.Aborted = fmt.Sprintf("the server exited %.1fs into the measured phase", at)
+	case r.cfg.AbortRSS > 0 && sv.RSSPeak > r.cfg.AbortRSS:
+		r.res.Aborted = fmt.Sprintf("server RSS %s passed --abort-rss %s %.1fs into the measured phase",
+			fmtBytes(float64(sv.RSSPeak)), fmtBytes(float64(r.cfg.AbortRSS)), at)
+	default:
+		return false
+	}
+	return true
 }
 
 // finish merges the workers' final messages into the result.
 func (r *runState) finish() error {
 	res := r.res
-	lat, conn, lag := newHist(), newHist(), newHist()
+	lat, conn, lag, ping := newHist(), newHist(), newHist(), newHist()
 	var grown int64
 	var cpu float64
 	for i, m := range r.done {
@@ -316,10 +376,11 @@ func (r *runState) finish() error {
 		res.ClientRSS += m.RSS
 		grown += m.RSS - m.RSSBase
 		cpu += m.CPU
+		res.Attacks = mergeAttacks(res.Attacks, m.Attacks)
 		for _, p := range []struct {
 			dst *hdr.Histogram
 			enc string
-		}{{lat, m.Lat}, {conn, m.Conn}, {lag, m.Lag}} {
+		}{{lat, m.Lat}, {conn, m.Conn}, {lag, m.Lag}, {ping, m.Ping}} {
 			h, err := decodeHist(p.enc)
 			if err != nil {
 				return err
@@ -337,6 +398,10 @@ func (r *runState) finish() error {
 	res.Latency = summarize(lat)
 	res.ConnectTime = summarize(conn)
 	res.ClientLag = summarize(lag)
+	if r.cfg.PingRate > 0 {
+		s := summarize(ping)
+		res.PingLatency = &s
+	}
 	res.LatencyHist = encodeHist(lat)
 	if res.Duration == 0 {
 		res.Duration = r.cfg.Duration.Seconds()
@@ -366,8 +431,9 @@ func (r *runState) finish() error {
 		res.HandshakesPerSec = float64(s.Handshakes) / res.Duration
 	}
 	// Workers take their RSS before dialing and again with every connection
-	// still open, so the difference is what the connections cost the client.
-	if s.Open > 0 && r.cfg.Mode != ModeConnect {
+	// still open, so the difference is what the connections cost the client
+	// (unless attackers, not counted as open, cost some of it).
+	if s.Open > 0 && r.cfg.Mode != ModeConnect && !r.cfg.Attack.any() {
 		res.ClientRSSPerConn = float64(grown) / float64(s.Open)
 	}
 	return nil

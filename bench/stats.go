@@ -37,6 +37,11 @@ type Stats struct {
 	SlowSubscribed int64 `json:"slow_subscribed,omitempty"`
 	SlowClosed     int64 `json:"slow_closed,omitempty"`
 	SlowCloseCode  int64 `json:"slow_close_code,omitempty"`
+	// Ping commands the subscribers sent (broadcast --ping-rate), replies
+	// that said ok, and error replies.
+	Pings      int64 `json:"pings,omitempty"`
+	Pongs      int64 `json:"pongs,omitempty"`
+	PingErrors int64 `json:"ping_errors,omitempty"`
 	// Handshakes completed (connect mode: full connect/upgrade/close cycles).
 	Handshakes int64 `json:"handshakes"`
 	BytesIn    int64 `json:"bytes_in"`
@@ -67,6 +72,9 @@ func (s *Stats) add(o Stats) {
 	if o.SlowCloseCode != 0 {
 		s.SlowCloseCode = o.SlowCloseCode
 	}
+	s.Pings += o.Pings
+	s.Pongs += o.Pongs
+	s.PingErrors += o.PingErrors
 	s.Handshakes += o.Handshakes
 	s.BytesIn += o.BytesIn
 	s.BytesOut += o.BytesOut

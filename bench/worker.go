@@ -39,6 +39,10 @@ type message struct {
 	Lat  string `json:"lat,omitempty"`
 	Conn string `json:"conn,omitempty"`
 	Lag  string `json:"lag,omitempty"`
+	// Ping is the ping round trips (broadcast --ping-rate), Attacks what
+	// became of the attackers (done only).
+	Ping    string        `json:"ping,omitempty"`
+	Attacks []AttackStats `json:"attacks,omitempty"`
 	// RSS is the worker process's own resident memory in bytes with its
 	// connections open, RSSBase the same before it dialed (done only).
 	RSS     int64 `json:"rss,omitempty"`
@@ -119,6 +123,15 @@ func runWorker(ctx context.Context, cfg Config, index, count int, in <-chan mess
 		}
 		w.loops = append(w.loops, l)
 	}
+	if cfg.Attack.any() {
+		l, err := newLoop(w, total)
+		if err != nil {
+			w.quit()
+			return err
+		}
+		l.atk = newAttackLoop(l)
+		w.loops = append(w.loops, l)
+	}
 	for _, l := range w.loops {
 		go l.run()
 	}
@@ -193,6 +206,9 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	rssBase := readSelfRSS()
 	n := w.connLoops
 	for i, l := range w.loops {
+		if l.atk != nil {
+			continue // attackers dial when the measured phase starts
+		}
 		k, slow, pub := 0, 0, i >= n
 		subBase, slowBase := 0, 0
 		if !pub {
@@ -337,16 +353,21 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	}
 
 	final := message{Type: msgDone}
-	lat, conn, lag := newHist(), newHist(), newHist()
+	lat, conn, lag, ping := newHist(), newHist(), newHist(), newHist()
 	w.each(func(l *loop) {
+		if l.atk != nil {
+			l.atk.endAll()
+			final.Attacks = mergeAttacks(final.Attacks, l.atk.snapshot())
+		}
 		ls := l.stats
 		ls.Pending = int64(l.pendingDials + l.inflight + l.pendingSubs)
 		final.Stats.add(ls)
 		lat.Merge(l.lat)
 		conn.Merge(l.ctime)
 		lag.Merge(l.lag)
+		ping.Merge(l.plat)
 	})
-	final.Lat, final.Conn, final.Lag = encodeHist(lat), encodeHist(conn), encodeHist(lag)
+	final.Lat, final.Conn, final.Lag, final.Ping = encodeHist(lat), encodeHist(conn), encodeHist(lag), encodeHist(ping)
 	final.RSS, final.RSSBase = readSelfRSS(), rssBase
 	if cpu1, err := readCPU(os.Getpid()); err == nil {
 		final.CPU = (cpu1 - cpu0).Seconds()
@@ -369,8 +390,8 @@ func (w *worker) publishedPer() []int64 {
 }
 
 // broadcastDrained reports whether every subscriber has every delivery it
-// is owed (expect per channel) and every slow subscriber is closed or has
-// read nothing for slowSettle.
+// is owed (expect per channel) and every ping its reply, and every slow
+// subscriber is closed or has read nothing for slowSettle.
 func (w *worker) broadcastDrained(s Stats, expect []int64) bool {
 	if len(expect) != w.cfg.Channels {
 		return false
@@ -386,7 +407,7 @@ func (w *worker) broadcastDrained(s Stats, expect []int64) bool {
 			settled = false
 		}
 	})
-	return settled && s.Unique >= owed
+	return settled && s.Unique >= owed && s.Pongs+s.PingErrors >= s.Pings
 }
 
 // drained reports whether nothing the run waits for is still in flight.
@@ -406,6 +427,10 @@ func (w *worker) drained(s Stats, expect []int64) bool {
 func (l *loop) start() {
 	l.running = true
 	now := nowNanos()
+	if l.atk != nil {
+		l.atk.start(now)
+		return
+	}
 	cfg := &l.w.cfg
 	switch cfg.Mode {
 	case ModeEcho:
@@ -417,8 +442,12 @@ func (l *loop) start() {
 	case ModeBroadcast:
 		l.pubUntil = now + int64(cfg.Duration)
 		for _, c := range l.conns {
-			if c.role == rolePub && c.state == stOpen {
+			switch {
+			case c.state != stOpen:
+			case c.role == rolePub:
 				l.startPaced(c, now, 0)
+			case c.role == roleSub && cfg.PingRate > 0:
+				l.startPing(c, now)
 			}
 		}
 	case ModeConnect:
@@ -438,6 +467,9 @@ func (l *loop) stop() {
 	l.running = false
 	l.stopping = true
 	l.pace.clear()
+	if l.atk != nil {
+		l.atk.stop()
+	}
 	l.pendingDials = 0
 	// Slow subscribers read again, to learn whether the server closed them.
 	l.slowLastRead = nowNanos()

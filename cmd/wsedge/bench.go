@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 
@@ -30,6 +31,10 @@ examples:
   wsedge bench broadcast --conns 19000 --channels 1000 --rate 50 --procs 2
   wsedge bench broadcast --conns 1000 --slow 1000 --rate 10000 --server-pid 1234
   wsedge bench connect --conns 64 --duration 10s
+  wsedge bench broadcast --conns 5000 --rate 2 --size 64 --ping-rate 10 --procs 2 \
+      --server-pid PID --server-metrics http://ADMIN/metrics --server-rss-bound 2GiB \
+      --slowloris 2000 --no-read 1000 --history-flood 100 --oversize 5 --overflow 5 --churn 500
+                                                              (hostile clients beside measured ones)
 
 flags:
 `
@@ -73,15 +78,31 @@ func runBench(args []string) int {
 	fs.IntVar(&cfg.Channels, "channels", cfg.Channels, "broadcast: spread subscribers round-robin over this many channels; --rate is per channel")
 	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "broadcast: publisher connections sharing the channels (0 = one per 20,000 publishes/s)")
 	fs.IntVar(&cfg.Slow, "slow", cfg.Slow, "broadcast: extra subscribers (4 KiB receive buffer) that stop reading after subscribing; not in the delivery figures")
+	fs.Float64Var(&cfg.PingRate, "ping-rate", cfg.PingRate, "broadcast: each subscriber also sends the ping command this often per second (echo over the protocol)")
+	a := &cfg.Attack
+	fs.IntVar(&a.Slowloris, "slowloris", a.Slowloris, "attackers sending their upgrade request one byte per second (kept up: replaced when closed)")
+	fs.IntVar(&a.NoRead, "no-read", a.NoRead, "attackers that subscribe to the (first) channel with a 4 KiB receive buffer and never read (kept up)")
+	fs.IntVar(&a.Flood, "history-flood", a.Flood, "attackers sending history requests as fast as the socket takes them, never reading (kept up)")
+	fs.IntVar(&a.HistoryLimit, "history-limit", a.HistoryLimit, "limit of the flood's history requests")
+	fs.Float64Var(&a.Oversize, "oversize", a.Oversize, "attackers per second sending a frame that declares --oversize-len bytes, then streaming it")
+	fs.Var(bytesFlag{&a.OversizeLen}, "oversize-len", "length the oversize frame declares (more than the server's max message)")
+	fs.Float64Var(&a.Overflow, "overflow", a.Overflow, "attackers per second sending a 1-byte fragment, then a continuation declaring 2^63-1 bytes, then streaming")
+	fs.Var(bytesFlag{&a.StreamMax}, "stream-max", "payload one oversize or overflow attacker streams at most")
+	fs.Float64Var(&a.Churn, "churn", a.Churn, "attackers per second that upgrade and close at once")
+	fs.DurationVar(&a.Hold, "attack-hold", a.Hold, "longest life of one attacker connection")
+	fs.IntVar(&a.Sources, "attack-sources", a.Sources, "source addresses 127.1.0.1… attackers are spread over (apart from the measured clients')")
 	fs.StringVar(&cfg.Token, "token", cfg.Token, "sent as Authorization: Bearer <token>")
 	fs.IntVar(&cfg.Procs, "procs", cfg.Procs, "client processes to spread connections over (≤19,500 each)")
 	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops per process (0 = cores/procs)")
 	fs.IntVar(&cfg.Sources, "sources", cfg.Sources, "source addresses 127.0.0.2… to spread loopback connections over")
 	fs.BoolVar(&cfg.AllowRemote, "allow-remote", cfg.AllowRemote, "allow a non-loopback target")
 	fs.IntVar(&cfg.ServerPID, "server-pid", cfg.ServerPID, "server process to read RSS and threads from")
-	fs.StringVar(&cfg.ServerMetrics, "server-metrics", cfg.ServerMetrics, "server /metrics URL to read go_goroutines from")
+	fs.StringVar(&cfg.ServerMetrics, "server-metrics", cfg.ServerMetrics, "server /metrics URL: go_goroutines and RSS sampled every second, wsedge_*_total counters")
+	fs.Var(bytesFlag{&cfg.RSSBound}, "server-rss-bound", "the memory bound the server is configured to, printed beside its RSS peak")
+	fs.Var(bytesFlag{&cfg.AbortRSS}, "abort-rss", "end the run early if the server's RSS passes this (0: never)")
 	fs.StringVar(&cfg.Label, "label", cfg.Label, "name of this run in summaries and plots")
 	jsonOut := fs.Bool("json", false, "print the result as JSON instead of a summary")
+	jsonFile := fs.String("json-file", "", "also write the result as JSON to this file")
 	plot := fs.String("plot", "", "draw the latency percentile distribution to this .svg or .png")
 	quiet := fs.Bool("quiet", false, "no progress line")
 	if err := fs.Parse(args[1:]); err != nil {
@@ -123,6 +144,12 @@ func runBench(args []string) int {
 	} else {
 		res.WriteSummary(os.Stdout)
 	}
+	if *jsonFile != "" {
+		if err := writeResultFile(*jsonFile, res); err != nil {
+			fmt.Fprintln(os.Stderr, "wsedge bench:", err)
+			return 1
+		}
+	}
 	if *plot != "" {
 		if err := writePlot(*plot, []*bench.Result{res}); err != nil {
 			fmt.Fprintln(os.Stderr, "wsedge bench:", err)
@@ -153,6 +180,18 @@ func runBenchPlot(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+func writeResultFile(path string, r *bench.Result) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	err = r.WriteJSON(f)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func writePlot(path string, rs []*bench.Result) error { return writePlotTitled(path, rs, "") }
@@ -190,4 +229,23 @@ func runBenchTable(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// bytesFlag is a flag holding a byte count written like 512MiB or 4G.
+type bytesFlag struct{ p *int64 }
+
+func (f bytesFlag) String() string {
+	if f.p == nil {
+		return "0"
+	}
+	return strconv.FormatInt(*f.p, 10)
+}
+
+func (f bytesFlag) Set(s string) error {
+	v, err := bench.ParseBytes(s)
+	if err != nil {
+		return err
+	}
+	*f.p = v
+	return nil
 }
