@@ -37,7 +37,9 @@ const (
 	// stalls the connection instead of filling it).
 	slowRcvBuf = 4 << 10
 	// pubRatePerConn is the publishes per second one publisher connection is
-	// given before --publishers 0 (auto) adds another.
+	// given before --publishers 0 (auto) adds another. It is above wsedge's
+	// default per-connection command rate (1,000/s): servers under a
+	// broadcast benchmark run with --command-rate 0 (BENCHMARKS.md).
 	pubRatePerConn = 20_000
 )
 

@@ -21,7 +21,10 @@ func TestAgainstWsedge(t *testing.T) {
 		t.Fatalf("wsedge does not build:\n%s", out)
 	}
 	echo := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--echo")
-	bcast := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
+	// Broadcast runs publish up to a few thousand commands a second from
+	// one connection, past the server's default per-connection command
+	// rate (1,000/s): benchmark servers turn it off.
+	bcast := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--command-rate", "0")
 	checkModes(t, echo, bcast)
 	t.Run("broadcast channels", func(t *testing.T) {
 		// 31 subscribers over 3 channels (11, 10, 10): offsets and sequence
@@ -55,7 +58,7 @@ func TestAgainstWsedge(t *testing.T) {
 		// 5 subscribers that never read, against a 16 KiB outbound bound:
 		// the server closes them with 1013 while the 10 others get every
 		// publish in order.
-		small := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--max-outbound-bytes", "16384")
+		small := startServer(t, bin, "serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0", "--max-outbound-bytes", "16384", "--command-rate", "0")
 		cfg := Defaults()
 		cfg.Mode, cfg.URL, cfg.Duration, cfg.ServerPID = ModeBroadcast, "ws://"+small.ws+"/ws", time.Second, small.pid
 		cfg.ServerMetrics = "http://" + small.admin + "/metrics"
