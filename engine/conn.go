@@ -196,6 +196,11 @@ func (c *conn) startClose(code frame.CloseCode, reason string, broken bool) {
 	}
 	if broken && c.gc.OutboundBuffered() == 0 {
 		_ = unix.Shutdown(c.gc.Fd(), unix.SHUT_WR)
+		// Its input cannot be parsed any more: stop reading it rather
+		// than discarding whatever it streams until the close timeout.
+		// A peer that closes is still seen (EPOLLHUP once both sides
+		// are shut).
+		l.setReading(c, false)
 	}
 	l.wheel.reschedule(c, l.wheel.now+l.closeTicks)
 }

@@ -384,6 +384,12 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 		l.tally.bytesIn += uint64(len(buf))
 		c.stats.bytesIn += uint64(len(buf))
 		_, _ = gc.Discard(-1)
+		if c.state == stateClosing && gc.OutboundBuffered() == 0 {
+			// Our close frame has left since: end our side and stop
+			// reading, as startClose does when it can at once.
+			_ = unix.Shutdown(gc.Fd(), unix.SHUT_WR)
+			l.setReading(c, false)
+		}
 		return gnet.None, false
 	}
 	if c.paused {
