@@ -175,6 +175,29 @@ func (e *Extractor) Subprotocol(entry []byte) bool {
 	return true
 }
 
+// ProtocolHeader reads one whole Sec-WebSocket-Protocol value (a
+// comma-separated list), passes each entry to Subprotocol, and reports
+// whether name was among the entries that are not tokens. It is for gobwas'
+// Upgrader.ProtocolCustom: the Upgrader's per-entry Protocol callback stops
+// at the first entry it selects, and browsers list the protocol before the
+// token (["wsedge.v1.json", "token.<jwt>"]), so that callback would never
+// see the token. It does not allocate.
+func (e *Extractor) ProtocolHeader(value []byte, name string) (offered bool) {
+	for len(value) > 0 {
+		entry := value
+		if i := bytes.IndexByte(value, ','); i >= 0 {
+			entry, value = value[:i], value[i+1:]
+		} else {
+			value = nil
+		}
+		entry = bytes.Trim(entry, " \t")
+		if !e.Subprotocol(entry) && string(entry) == name {
+			offered = true
+		}
+	}
+	return offered
+}
+
 // Token returns the token that takes precedence and where it came from, or
 // nil and SourceNone. It aliases the Extractor until the next Reset.
 func (e *Extractor) Token() ([]byte, Source) {

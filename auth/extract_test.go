@@ -122,6 +122,31 @@ func TestExtractorPrecedence(t *testing.T) {
 	}
 }
 
+func TestExtractorProtocolHeader(t *testing.T) {
+	tests := []struct {
+		value   string
+		offered bool
+		tok     string
+	}{
+		{"wsedge.v1.json, token.abc", true, "abc"},
+		{"token.abc,wsedge.v1.json", true, "abc"},
+		{" wsedge.v1.json ,\ttoken.abc\t", true, "abc"},
+		{"token.a, token.b", false, "a"},
+		{"chat, superchat", false, ""},
+		{"token.wsedge.v1.json", false, "wsedge.v1.json"}, // a token entry is never the protocol
+		{"", false, ""},
+	}
+	var e Extractor
+	for _, tt := range tests {
+		e.Reset()
+		offered := e.ProtocolHeader([]byte(tt.value), "wsedge.v1.json")
+		tok, _ := e.Token()
+		if offered != tt.offered || string(tok) != tt.tok {
+			t.Errorf("ProtocolHeader(%q) = %v, token %q; want %v, %q", tt.value, offered, tok, tt.offered, tt.tok)
+		}
+	}
+}
+
 func TestExtractorAllocs(t *testing.T) {
 	if raceEnabled {
 		t.Skip("the race detector allocates")
@@ -131,9 +156,13 @@ func TestExtractorAllocs(t *testing.T) {
 	uri := []byte("/ws?token=" + tok)
 	auth := []byte("Bearer " + tok)
 	proto := []byte("token." + tok)
+	header := []byte("wsedge.v1.json, token." + tok)
 	run := func() {
 		e.Reset()
 		e.URI(uri)
+		if !e.ProtocolHeader(header, "wsedge.v1.json") {
+			t.Fatal("protocol not offered")
+		}
 		e.Subprotocol(proto)
 		e.Header([]byte("Authorization"), auth)
 		if got, _ := e.Token(); string(got) != tok {
