@@ -49,7 +49,8 @@ type claims struct {
 	lim limits
 
 	decoded bool
-	seen    uint16
+	named   uint16 // claims that appeared, null or not
+	seen    uint16 // claims that appeared with a value
 	bad     error
 
 	sub           []byte
@@ -75,7 +76,7 @@ type limits struct {
 
 func (c *claims) reset() {
 	c.decoded = false
-	c.seen = 0
+	c.named, c.seen = 0, 0
 	c.bad = nil
 	c.sub = nil
 	c.exp, c.nbf, c.iat = jwt.NumericDate{}, jwt.NumericDate{}, jwt.NumericDate{}
@@ -138,10 +139,11 @@ func (c *claims) member(k []byte, v *fastjson.Value) {
 	default:
 		return
 	}
-	if c.has(bit) {
+	if c.named&bit != 0 {
 		c.fail("claim %q appears twice", k)
 		return
 	}
+	c.named |= bit
 	if v.Type() == fastjson.TypeNull {
 		return // null is absence; a required claim is then missing
 	}

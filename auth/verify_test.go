@@ -130,6 +130,7 @@ func TestVerifyReasons(t *testing.T) {
 		{"sub not a string", pay(`{"sub":7,"exp":` + exp + `}`), nil, ReasonBadClaims},
 		{"exp a string", pay(`{"sub":"a","exp":"` + exp + `"}`), nil, ReasonBadClaims},
 		{"sub twice", pay(`{"sub":"a","sub":"b","exp":` + exp + `}`), nil, ReasonBadClaims},
+		{"sub twice, first null", pay(`{"sub":null,"sub":"b","exp":` + exp + `}`), nil, ReasonBadClaims},
 		{"sub twice, escaped", pay(`{"sub":"a","s\u0075b":"b","exp":` + exp + `}`), nil, ReasonBadClaims},
 		{"sub too long", pay(`{"sub":"` + strings.Repeat("a", MaxSubLen+1) + `","exp":` + exp + `}`), nil, ReasonBadClaims},
 		{"sub with a newline", pay(`{"sub":"a\nb","exp":` + exp + `}`), nil, ReasonBadClaims},
