@@ -144,6 +144,10 @@ func (c *claims) member(k []byte, v *fastjson.Value) {
 		return
 	}
 	c.named |= bit
+	if bit == cInfo {
+		c.infoClaim(v)
+		return
+	}
 	if v.Type() == fastjson.TypeNull {
 		return // null is absence; a required claim is then missing
 	}
@@ -179,12 +183,26 @@ func (c *claims) member(k []byte, v *fastjson.Value) {
 		c.publish = c.list("publish", v, c.publish)
 	case cSubs:
 		c.subs = c.list("subs", v, c.subs)
-	case cInfo:
-		c.info = v.MarshalTo(c.info[:0])
-		if len(c.info) > c.lim.maxInfo {
-			c.fail("info: %d bytes of JSON, at most %d", len(c.info), c.lim.maxInfo)
-		}
 	}
+}
+
+// infoClaim keeps the info claim as compact JSON. The value is written back
+// before anything inspects it: fastjson re-encodes a string it has
+// unescaped with Go quoting (\x01), which is not JSON, while an untouched
+// value comes back as it was parsed, blanks removed. The validity check
+// holds that assumption, since the engine sends info to clients verbatim.
+func (c *claims) infoClaim(v *fastjson.Value) {
+	c.info = v.MarshalTo(c.info[:0])
+	switch {
+	case string(c.info) == "null":
+		c.info = c.info[:0]
+		return
+	case len(c.info) > c.lim.maxInfo:
+		c.fail("info: %d bytes of JSON, at most %d", len(c.info), c.lim.maxInfo)
+	case fastjson.ValidateBytes(c.info) != nil:
+		c.fail("info: cannot be re-encoded as JSON")
+	}
+	c.seen |= cInfo
 }
 
 // maxDate bounds exp, nbf and iat to about year 36800, far inside int64

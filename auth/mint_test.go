@@ -26,16 +26,36 @@ func TestMintClaims(t *testing.T) {
 	c := baseClaims()
 	c.Audience, c.Issuer = "wsedge", "https://id.example"
 	c.NotBefore = t0.Add(-time.Second)
-	c.Info = []byte(`{ "name" : "Alice", "tags": [1, 2] }`)
+	c.Info = []byte(`{ "name" : "Al\u0001i\"ce\n", "t\u0061gs": [1, 2.50, 1e999, "\u2028"] }`)
 	id, err := v.Verify([]byte(mint(t, signingKeys()[ES256], c, time.Hour)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if id.Info() != `{"name":"Alice","tags":[1,2]}` {
+	if id.Info() != `{"name":"Al\u0001i\"ce\n","t\u0061gs":[1,2.50,1e999,"\u2028"]}` {
 		t.Fatalf("info %s is not compacted", id.Info())
 	}
 	if !id.CanSubscribe([]byte("chat:x")) || !id.CanPublish([]byte("chat:x")) || !id.CanSubscribe([]byte("user:alice")) {
 		t.Fatal("permissions lost on the way")
+	}
+}
+
+// Info that is a bare string with escapes stays valid JSON.
+func TestInfoString(t *testing.T) {
+	v := newVerifier(t, testConfig())
+	for _, info := range []string{`"a\u0001\b"`, `null`, `"plain"`, `[]`, `0`} {
+		c := baseClaims()
+		c.Info = []byte(info)
+		id, err := v.Verify([]byte(mint(t, signingKeys()[HS256], c, time.Hour)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := info
+		if info == "null" {
+			want = ""
+		}
+		if id.Info() != want {
+			t.Fatalf("info %s became %s", info, id.Info())
+		}
 	}
 }
 
