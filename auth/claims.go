@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"math"
 	"time"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/valyala/fastjson"
@@ -62,8 +64,10 @@ type claims struct {
 	subs          [][]byte
 	info          []byte
 
-	key []byte // intern key
-	buf []byte // the Identity's data string, built here
+	strs []byte // decoded strings; sized so that appends never move it
+	raw  []byte // scratch for one value's JSON text
+	key  []byte // intern key
+	buf  []byte // the Identity's data string, built here
 }
 
 // limits are the per-token bounds a Verifier applies.
@@ -86,6 +90,7 @@ func (c *claims) reset() {
 	c.publish = c.publish[:0]
 	c.subs = c.subs[:0]
 	c.info = c.info[:0]
+	c.strs = c.strs[:0]
 }
 
 func (c *claims) has(bit uint16) bool { return c.seen&bit != 0 }
@@ -109,6 +114,11 @@ func (c *claims) UnmarshalJSON(data []byte) error {
 		return errNotObject
 	}
 	c.decoded = true
+	// Decoded strings are never longer than the payload: with this
+	// capacity, decoding never grows strs.
+	if cap(c.strs) < len(data) {
+		c.strs = make([]byte, 0, len(data))
+	}
 	o.Visit(c.member)
 	return nil
 }
@@ -144,37 +154,40 @@ func (c *claims) member(k []byte, v *fastjson.Value) {
 		return
 	}
 	c.named |= bit
-	if bit == cInfo {
+	switch bit {
+	case cInfo:
 		c.infoClaim(v)
 		return
+	case cSub, cIss, cAud:
+		// Strings are read from their JSON text before anything else
+		// looks at them (see str).
+		s, kind := c.str(v)
+		switch {
+		case kind == jsonNull:
+			return
+		case kind == jsonBadString:
+			c.fail("%s: a string with an unpaired surrogate or a bad escape", k)
+			return
+		case kind == jsonString:
+			c.seen |= bit
+			c.strClaim(bit, s)
+			return
+		case bit != cAud:
+			c.fail("%s: not a string", k)
+			return
+		}
 	}
 	if v.Type() == fastjson.TypeNull {
 		return // null is absence; a required claim is then missing
 	}
 	c.seen |= bit
 	switch bit {
-	case cSub:
-		s, err := v.StringBytes()
-		if err != nil {
-			c.fail("sub: not a string")
-			return
-		}
-		c.sub = s
 	case cExp:
 		c.exp = c.date("exp", v)
 	case cNbf:
 		c.nbf = c.date("nbf", v)
 	case cIat:
 		c.iat = c.date("iat", v)
-	case cIss:
-		s, err := v.StringBytes()
-		if err != nil {
-			c.fail("iss: not a string")
-			return
-		}
-		if c.lim.wantIss {
-			c.iss = string(s)
-		}
 	case cAud:
 		c.audience(v)
 	case cChannels:
@@ -221,31 +234,40 @@ func (c *claims) date(name string, v *fastjson.Value) jwt.NumericDate {
 	return jwt.NumericDate{Time: time.Unix(int64(f), 0)}
 }
 
-func (c *claims) audience(v *fastjson.Value) {
-	switch v.Type() {
-	case fastjson.TypeString:
+// strClaim stores a string claim read by str.
+func (c *claims) strClaim(bit uint16, s []byte) {
+	switch bit {
+	case cSub:
+		c.sub = s
+	case cIss:
+		if c.lim.wantIss {
+			c.iss = string(s)
+		}
+	case cAud:
 		if c.lim.wantAud {
-			s, _ := v.StringBytes()
 			c.aud = append(c.aud, string(s))
 		}
-	case fastjson.TypeArray:
-		a, _ := v.Array()
-		if len(a) > c.lim.maxPatterns {
-			c.fail("aud: %d entries, at most %d", len(a), c.lim.maxPatterns)
+	}
+}
+
+// audience reads an aud that is not a single string: an array of strings.
+func (c *claims) audience(v *fastjson.Value) {
+	a, err := v.Array()
+	if err != nil {
+		c.fail("aud: not a string or an array of strings")
+		return
+	}
+	if len(a) > c.lim.maxPatterns {
+		c.fail("aud: %d entries, at most %d", len(a), c.lim.maxPatterns)
+		return
+	}
+	for _, e := range a {
+		s, kind := c.str(e)
+		if kind != jsonString {
+			c.fail("aud: not a string or an array of strings")
 			return
 		}
-		for _, e := range a {
-			s, err := e.StringBytes()
-			if err != nil {
-				c.fail("aud: not a string or an array of strings")
-				return
-			}
-			if c.lim.wantAud {
-				c.aud = append(c.aud, string(s))
-			}
-		}
-	default:
-		c.fail("aud: not a string or an array of strings")
+		c.strClaim(cAud, s)
 	}
 }
 
@@ -260,9 +282,9 @@ func (c *claims) list(name string, v *fastjson.Value, dst [][]byte) [][]byte {
 		return dst
 	}
 	for _, e := range a {
-		s, err := e.StringBytes()
-		if err != nil {
-			c.fail("%s: not an array of strings", name)
+		s, kind := c.str(e)
+		if kind != jsonString {
+			c.fail("%s: not an array of strings (or a string with an unpaired surrogate)", name)
 			return dst
 		}
 		if len(s) > protocol.MaxChannelLen {
@@ -272,6 +294,102 @@ func (c *claims) list(name string, v *fastjson.Value, dst [][]byte) [][]byte {
 		dst = append(dst, s)
 	}
 	return dst
+}
+
+// Kinds of value str finds.
+const (
+	jsonOther = iota
+	jsonNull
+	jsonString
+	jsonBadString
+)
+
+// str decodes a JSON string value strictly, into c.strs. fastjson's own
+// unescaping is lenient where JSON decoders disagree: it keeps an unpaired
+// surrogate escape as its six characters of text and drops the character
+// after a high surrogate that is not followed by a low one, where
+// encoding/json writes U+FFFD. The issuer's decoder and ours must agree on
+// who the user is, so such strings are refused instead. The text comes from
+// MarshalTo, which gives back an untouched string as it was parsed.
+func (c *claims) str(v *fastjson.Value) ([]byte, int) {
+	c.raw = v.MarshalTo(c.raw[:0])
+	switch {
+	case string(c.raw) == "null":
+		return nil, jsonNull
+	case len(c.raw) < 2 || c.raw[0] != '"':
+		return nil, jsonOther
+	}
+	start := len(c.strs)
+	out, ok := appendUnquoted(c.strs, c.raw[1:len(c.raw)-1])
+	if !ok {
+		return nil, jsonBadString
+	}
+	c.strs = out
+	return out[start:len(out):len(out)], jsonString
+}
+
+// appendUnquoted appends the JSON string body s (without quotes), unescaped,
+// to dst. It refuses bad escapes and unpaired surrogates.
+func appendUnquoted(dst, s []byte) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' {
+			dst = append(dst, s[i])
+			continue
+		}
+		if i++; i == len(s) {
+			return dst, false
+		}
+		switch s[i] {
+		case '"', '\\', '/':
+			dst = append(dst, s[i])
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, ok := hex4(s[i+1:])
+			if !ok {
+				return dst, false
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				lo, ok := rune(0), false
+				if r < 0xdc00 && i+2 < len(s) && s[i+1] == '\\' && s[i+2] == 'u' {
+					lo, ok = hex4(s[i+3:])
+				}
+				if !ok || lo < 0xdc00 || lo > 0xdfff {
+					return dst, false
+				}
+				r = utf16.DecodeRune(r, lo)
+				i += 6
+			}
+			dst = utf8.AppendRune(dst, r)
+		default:
+			return dst, false
+		}
+	}
+	return dst, true
+}
+
+func hex4(s []byte) (rune, bool) {
+	if len(s) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s[:4] {
+		d, ok := unhex(c)
+		if !ok {
+			return 0, false
+		}
+		r = r<<4 | rune(d)
+	}
+	return r, true
 }
 
 func dateOrNil(d *jwt.NumericDate) *jwt.NumericDate {

@@ -3,6 +3,7 @@ package auth
 import (
 	"crypto/rsa"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -127,6 +128,10 @@ func TestVerifyReasons(t *testing.T) {
 		{"no exp", pay(`{"sub":"a"}`), nil, ReasonMissingExp},
 		{"null exp", pay(`{"sub":"a","exp":null}`), nil, ReasonMissingExp},
 
+		{"sub with an unpaired high surrogate", pay(`{"sub":"a\ud800","exp":` + exp + `}`), nil, ReasonBadClaims},
+		{"sub with an unpaired low surrogate", pay(`{"sub":"\udc00a","exp":` + exp + `}`), nil, ReasonBadClaims},
+		{"sub with a high surrogate before another escape", pay(`{"sub":"\ud800\u0041","exp":` + exp + `}`), nil, ReasonBadClaims},
+		{"channels with an unpaired surrogate", pay(`{"sub":"a","exp":` + exp + `,"channels":["chat:\ud800"]}`), nil, ReasonBadClaims},
 		{"sub not a string", pay(`{"sub":7,"exp":` + exp + `}`), nil, ReasonBadClaims},
 		{"exp a string", pay(`{"sub":"a","exp":"` + exp + `"}`), nil, ReasonBadClaims},
 		{"sub twice", pay(`{"sub":"a","sub":"b","exp":` + exp + `}`), nil, ReasonBadClaims},
@@ -172,6 +177,42 @@ func TestVerifyReasons(t *testing.T) {
 				t.Fatalf("error text %q", err)
 			}
 		})
+	}
+}
+
+// Escaped user ids decode as every JSON decoder decodes them.
+func TestVerifySubEscapes(t *testing.T) {
+	v := newVerifier(t, testConfig())
+	for raw, want := range map[string]string{
+		`CORP\\alice`:   `CORP\alice`,
+		`\ud83d\ude00`:  "\U0001F600",
+		`\u0061\/b\"c`:  `a/b"c`,
+		`caf\u00e9`:     "café",
+		`caf\u00E9`:     "café",
+		"caf\u00e9 bar": "caf\u00e9 bar",
+	} {
+		id, err := v.Verify([]byte(hs256(header("HS256", ""), `{"sub":"`+raw+`","exp":`+exp+`}`)))
+		if err != nil || id.Sub() != want {
+			t.Errorf("sub %s: %q %v, want %q", raw, id.Sub(), err, want)
+		}
+	}
+}
+
+func TestAppendUnquoted(t *testing.T) {
+	for _, s := range []string{``, `abc`, `\"\\\/\b\f\n\r\t`, `\u0000\u001f\u007F\u00ff\u0100\uffff`, `\ud800\udc00\udbff\udfff`, "raw \xe2\x82\xac"} {
+		var want string
+		if err := json.Unmarshal([]byte(`"`+s+`"`), &want); err != nil {
+			t.Fatal(err)
+		}
+		got, ok := appendUnquoted([]byte("x"), []byte(s))
+		if !ok || string(got) != "x"+want {
+			t.Errorf("%s: %q %v, want %q", s, got, ok, want)
+		}
+	}
+	for _, s := range []string{`\`, `\x`, `\u12`, `\u12g4`, `\ud800`, `\udc00`, `\ud800\u0041`, `\ud800\ud800`, `\ud800x\udc00`} {
+		if got, ok := appendUnquoted(nil, []byte(s)); ok {
+			t.Errorf("%s: accepted as %q", s, got)
+		}
 	}
 }
 
