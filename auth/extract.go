@@ -104,7 +104,7 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// Source says where a token came from.
+// Source says where a token came from. A plain value.
 type Source uint8
 
 // Sources in increasing precedence: when a request carries tokens in several

@@ -15,7 +15,7 @@ import (
 )
 
 // Alg is a signature algorithm wsedge accepts. Every key carries exactly one;
-// a token whose alg header differs from its key's is refused.
+// a token whose alg header differs from its key's is refused. A plain value.
 type Alg uint8
 
 // The accepted algorithms. "none" and every other alg are refused.

@@ -10,7 +10,8 @@ import (
 )
 
 // Claims are what Mint writes into a token. The field meanings are those
-// Verify reads (see the package documentation).
+// Verify reads (see the package documentation). A plain value owned by the
+// caller; Mint only reads it.
 type Claims struct {
 	Sub      string
 	Channels []string

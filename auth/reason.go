@@ -4,7 +4,8 @@ import "errors"
 
 // Reason says why a token was refused. Each reason has a short text for the
 // body of the 401 response and a stable label for metrics; both are part of
-// the package's contract (operators alert on the labels).
+// the package's contract (operators alert on the labels). A plain value,
+// usable from any goroutine.
 type Reason uint8
 
 // Reasons, one per failure. The zero Reason is not a refusal.
@@ -83,6 +84,8 @@ func ReasonOf(err error) Reason {
 // Error is what Verify returns: the reason, and the library's error behind it
 // for the debug log. Error() starts with the reason's text; the detail may
 // quote parts of the token's header (alg, kid) but never the token itself.
+// Read-only once returned, from any goroutine: refusals without detail
+// share one value.
 type Error struct {
 	Reason Reason
 	Err    error // the cause, possibly nil

@@ -214,9 +214,8 @@ func (v *Verifier) keyFor(t *jwt.Token) (any, error) {
 
 // Refusals that need no detail, allocated once.
 var (
-	errNoToken  = &Error{Reason: ReasonMissing}
-	errTooLong  = &Error{Reason: ReasonMalformed, Err: fmt.Errorf("token over %d bytes", MaxTokenLen)}
-	errNullBody = errors.New("claims are not a JSON object")
+	errNoToken = &Error{Reason: ReasonMissing}
+	errTooLong = &Error{Reason: ReasonMalformed, Err: fmt.Errorf("token over %d bytes", MaxTokenLen)}
 )
 
 // Verify checks a token (the compact JWS serialization, as extracted from
@@ -295,7 +294,7 @@ func classify(tok *jwt.Token, err error, c *claims) Reason {
 func (v *Verifier) identity(c *claims) (Identity, error) {
 	switch {
 	case !c.decoded:
-		return Identity{}, &Error{Reason: ReasonMalformed, Err: errNullBody}
+		return Identity{}, &Error{Reason: ReasonMalformed, Err: errNotObject}
 	case c.bad != nil:
 		return Identity{}, &Error{Reason: ReasonBadClaims, Err: c.bad}
 	case len(c.sub) == 0:
@@ -356,7 +355,7 @@ func (v *Verifier) Close() {
 	}
 }
 
-// Stats are counters for the metrics endpoint.
+// Stats are counters for the metrics endpoint: a snapshot, owned by the caller.
 type Stats struct {
 	JWKSLoads    uint64    // load attempts, periodic, on unknown kid, and Refresh
 	JWKSFailures uint64    // attempts that kept the previous keys
