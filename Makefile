@@ -29,7 +29,7 @@ race:
 	$(GO) test -race -count=1 ./...
 
 # Fuzz targets: 10s each in CI (fuzz-short), $(FUZZTIME) each here.
-FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake ./protocol:FuzzProtocol
+FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

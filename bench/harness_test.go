@@ -39,7 +39,13 @@ func buildBinary(t *testing.T, dir, pkg, name string) (string, string) {
 // line on stderr. The process is killed at the end of the test.
 func startServer(t *testing.T, bin string, args ...string) server {
 	t.Helper()
+	if len(args) > 0 && args[0] == "serve" {
+		// The load generator presents no token: benchmark servers run
+		// without authentication (BENCHMARKS.md says so).
+		args = append(args, "--insecure-no-auth")
+	}
 	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), "WSEDGE_DEV_SECRET_FILE="+filepath.Join(t.TempDir(), "dev-secret"))
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -47,7 +47,7 @@ ATTACK=(--slowloris 2000 --no-read 1000 --history-flood 100 --oversize 5 --overf
 for run in $RUNS; do
 	log="$OUT/$run.server.log"
 	# shellcheck disable=SC2086
-	"$BIN/wsedge" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --drain-grace 1s \
+	"$BIN/wsedge" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --drain-grace 1s --insecure-no-auth \
 		--max-conns 12000 --max-outbound-bytes 65536 --socket-send-buffer 65536 ${SERVE_FLAGS:-} 2>"$log" &
 	SPID=$!
 	line=""

@@ -2,9 +2,11 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strconv"
 
+	"github.com/wsedge/wsedge/auth"
 	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/frame"
 	"github.com/wsedge/wsedge/metrics"
@@ -17,18 +19,20 @@ const (
 	msgPush uint8 = iota + 1 // Frame to every local subscriber of channel Ptr; Conn is its offset (0: none)
 )
 
-// session is the protocol state of a connection, allocated on its first
-// command so that idle and echo connections do not pay for it. Owned by the
-// connection's loop goroutine.
+// session is the protocol state of a connection, allocated when its
+// upgrade succeeds (echo connections have none). Owned by the connection's
+// loop goroutine.
 type session struct {
-	subs    []*shard.Sub[*subscription]
-	q       shard.Queue // publications waiting for the socket
-	id      uint64      // client id, unique in the process
-	client  string      // id formatted for the protocol, see clientID
-	user    string
-	touched bool // listed in loop.touched
-	pending bool // listed in loop.pending
-	lagging int  // subscriptions in the lagging state
+	subs      []*shard.Sub[*subscription]
+	q         shard.Queue   // publications waiting for the socket
+	id        auth.Identity // who it is and what it may do
+	refreshBy int64         // wheel tick by which a refreshed token is due; 0 if not asked
+	cid       uint64        // client id, unique in the process
+	client    string        // cid formatted for the protocol, see clientID
+	user      string
+	touched   bool // listed in loop.touched
+	pending   bool // listed in loop.pending
+	lagging   int  // subscriptions in the lagging state
 }
 
 // subscription is one connection's subscription to one channel.
@@ -41,7 +45,7 @@ type subscription struct {
 
 func (c *conn) session() *session {
 	if c.sess == nil {
-		c.sess = &session{id: c.loop.srv.nextClientID.Add(1)}
+		c.sess = &session{cid: c.loop.srv.nextClientID.Add(1)}
 	}
 	return c.sess
 }
@@ -50,7 +54,7 @@ func (c *conn) session() *session {
 // formatted once, on first use.
 func (s *session) clientID() string {
 	if s.client == "" {
-		s.client = "c" + strconv.FormatUint(s.id, 36)
+		s.client = "c" + strconv.FormatUint(s.cid, 36)
 	}
 	return s.client
 }
@@ -109,7 +113,9 @@ func (channelApp) OnMessage(c *conn, op frame.OpCode, payload []byte) error {
 		return l.history(c, ns)
 	case protocol.OpPresence, protocol.OpPresenceStats:
 		return l.presence(c, ns)
-	case protocol.OpPing, protocol.OpRefresh:
+	case protocol.OpRefresh:
+		return l.refresh(c)
+	case protocol.OpPing:
 		return l.reply(c, protocol.AppendOK(l.out[:0], cmd.ID, nil), false)
 	}
 	return l.replyError(c, protocol.CodeBadRequest, "unknown op")
@@ -180,12 +186,16 @@ var ctx = context.Background()
 
 func (l *loop) subscribe(c *conn, ns *Namespace) error {
 	cmd := &l.cmd
+	sess := c.session()
+	if !sess.id.CanSubscribe(cmd.Channel) {
+		return l.replyError(c, protocol.CodePermissionDenied, protocol.MsgPermissionDenied)
+	}
 	at, found := c.findSub(cmd.Channel)
 	if found {
 		return l.replyError(c, protocol.CodeConflict, protocol.MsgAlreadySubscribed)
 	}
 	srv := l.srv
-	if c.sess != nil && len(c.sess.subs) >= srv.cfg.MaxSubsPerConn {
+	if len(sess.subs) >= srv.cfg.MaxSubsPerConn {
 		srv.m.Limited(metrics.LimitSubs).Inc()
 		return l.replyError(c, protocol.CodeTooLarge, protocol.MsgTooManySubs)
 	}
@@ -193,28 +203,9 @@ func (l *loop) subscribe(c *conn, ns *Namespace) error {
 	if ns.JoinLeave && srv.overloaded(ch) {
 		return l.replyOverloaded(c)
 	}
-	sess := c.session()
-	sub := &subscription{c: c, ns: ns}
-	// Order matters (see DESIGN.md, "Subscribe and publish ordering"): the
-	// loop is in the hub and the node subscribed to the broker before the
-	// history position is read, so every publication after that position
-	// reaches this loop.
-	s, first := l.index.Add(ch, sub)
-	if first {
-		srv.hub.Add(ch, l.idx)
-		if err := srv.syncBroker(ch); err != nil {
-			l.dropSub(s)
-			return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
-		}
-	}
-	sess.subs = slices.Insert(sess.subs, at, s)
-	if ns.Presence {
-		if err := srv.presence.AddPresence(ctx, ch, broker.ClientInfo{ClientID: sess.clientID(), UserID: sess.user}); err != nil {
-			srv.log.Warn("presence add", "channel", ch, "err", err)
-		}
-	}
-	if ns.JoinLeave {
-		srv.pushToChannel(ch, 0, protocol.AppendJoin(l.out[:0], ch, sess.clientID(), sess.user, nil))
+	sub, err := l.join(c, ns, ch, at)
+	if err != nil {
+		return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
 	}
 	if ns.HistorySize == 0 {
 		return l.reply(c, protocol.AppendOK(l.out[:0], cmd.ID, emptyResult), false)
@@ -237,6 +228,79 @@ func (l *loop) subscribe(c *conn, ns *Namespace) error {
 		out = protocol.AppendPublicationItem(out, i, p.Offset, p.Data)
 	}
 	return l.reply(c, protocol.AppendListClose(out), false)
+}
+
+// join makes c a subscriber of ch, at position at of its sorted list.
+// Order matters (see DESIGN.md, "Subscribe and publish ordering"): the
+// loop is in the hub and the node subscribed to the broker before the
+// caller reads the history position, so every publication after that
+// position reaches this loop.
+func (l *loop) join(c *conn, ns *Namespace, ch string, at int) (*subscription, error) {
+	srv := l.srv
+	sess := c.sess
+	sub := &subscription{c: c, ns: ns}
+	s, first := l.index.Add(ch, sub)
+	if first {
+		srv.hub.Add(ch, l.idx)
+		if err := srv.syncBroker(ch); err != nil {
+			l.dropSub(s)
+			return nil, err
+		}
+	}
+	sess.subs = slices.Insert(sess.subs, at, s)
+	var info []byte
+	if in := sess.id.Info(); in != "" {
+		info = []byte(in)
+	}
+	if ns.Presence {
+		if err := srv.presence.AddPresence(ctx, ch, broker.ClientInfo{ClientID: sess.clientID(), UserID: sess.user, Info: info}); err != nil {
+			srv.log.Warn("presence add", "channel", ch, "err", err)
+		}
+	}
+	if ns.JoinLeave {
+		srv.pushToChannel(ch, 0, protocol.AppendJoin(l.out[:0], ch, sess.clientID(), sess.user, info))
+	}
+	return sub, nil
+}
+
+// serverSubscribe subscribes c to a channel its token names (subs claim)
+// and tells it with a subscribed push carrying the position, as a
+// subscribe reply would.
+func (l *loop) serverSubscribe(c *conn, ns *Namespace, channel []byte) error {
+	at, found := c.findSub(channel)
+	if found {
+		return nil
+	}
+	if len(c.sess.subs) >= l.srv.cfg.MaxSubsPerConn {
+		return errTooManySubs
+	}
+	ch := string(channel)
+	sub, err := l.join(c, ns, ch, at)
+	if err != nil {
+		return err
+	}
+	var pos broker.StreamPosition
+	if ns.HistorySize > 0 {
+		res, err := l.srv.broker.History(ctx, ch, broker.HistoryRequest{Limit: 0})
+		if err != nil {
+			return err
+		}
+		pos = res.Position
+		sub.last = pos.Offset
+	}
+	c.writeFrame(frame.OpText, protocol.AppendSubscribedPush(l.out[:0], ch, pos.Offset, pos.Epoch))
+	return nil
+}
+
+var errTooManySubs = errors.New("engine: too many subscriptions for one connection")
+
+// nsOf returns the namespace of a valid channel name, or nil.
+func (s *Server) nsOf(channel []byte) *Namespace {
+	name, _, err := protocol.ParseChannel(channel)
+	if err != nil {
+		return nil
+	}
+	return s.ns[string(name)]
 }
 
 // pubItemOverhead is the JSON around one publication in a list reply:
@@ -329,7 +393,7 @@ func (l *loop) dropSub(s *shard.Sub[*subscription]) string {
 
 func (l *loop) publish(c *conn, ns *Namespace) error {
 	cmd := &l.cmd
-	if !ns.Publish {
+	if !ns.Publish || !c.session().id.CanPublish(cmd.Channel) {
 		return l.replyError(c, protocol.CodePermissionDenied, protocol.MsgPermissionDenied)
 	}
 	if l.srv.overloaded(string(cmd.Channel)) {
@@ -348,6 +412,9 @@ func (l *loop) publish(c *conn, ns *Namespace) error {
 
 func (l *loop) history(c *conn, ns *Namespace) error {
 	cmd := &l.cmd
+	if !c.session().id.CanSubscribe(cmd.Channel) {
+		return l.replyError(c, protocol.CodePermissionDenied, protocol.MsgPermissionDenied)
+	}
 	if ns.HistorySize == 0 {
 		return l.replyError(c, protocol.CodePermissionDenied, "namespace keeps no history")
 	}
@@ -381,6 +448,9 @@ func (l *loop) history(c *conn, ns *Namespace) error {
 
 func (l *loop) presence(c *conn, ns *Namespace) error {
 	cmd := &l.cmd
+	if !c.session().id.CanSubscribe(cmd.Channel) {
+		return l.replyError(c, protocol.CodePermissionDenied, protocol.MsgPermissionDenied)
+	}
 	if !ns.Presence {
 		return l.replyError(c, protocol.CodePermissionDenied, "namespace has no presence")
 	}

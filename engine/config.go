@@ -76,6 +76,26 @@ type Config struct {
 	HandshakeRatePerIP  float64 `yaml:"handshake_rate_per_ip"`
 	HandshakeBurstPerIP int     `yaml:"handshake_burst_per_ip"`
 
+	// Authentication (package auth). Every protocol connection must
+	// present a JWT at the upgrade unless InsecureNoAuth is set (benchmarks
+	// and local development only). Keys: AuthSecretFile (an HS256 secret
+	// file), AuthPEMFiles (public keys), AuthJWKS (a JWKS file or URL);
+	// with none of them the development secret (auth.DevSecretPath) is
+	// used and the server says so at startup. RefreshWindow is how long a
+	// client has, after its token expired and the server sent a refresh
+	// push, to send a new one. MaxConnsPerUser caps one user's connections
+	// on this node (0: no cap). Echo mode has no protocol and does not
+	// authenticate.
+	InsecureNoAuth  bool          `yaml:"insecure_no_auth"`
+	AuthSecretFile  string        `yaml:"auth_secret_file"`
+	AuthPEMFiles    []string      `yaml:"auth_pem_files"`
+	AuthJWKS        string        `yaml:"auth_jwks"`
+	AuthAudience    string        `yaml:"auth_audience"`
+	AuthIssuer      string        `yaml:"auth_issuer"`
+	AuthLeeway      time.Duration `yaml:"auth_leeway"`
+	RefreshWindow   time.Duration `yaml:"refresh_window"`
+	MaxConnsPerUser int           `yaml:"max_conns_per_user"`
+
 	// Namespaces are the channel namespaces clients may use; a channel
 	// "ns:name" in an unknown namespace is refused with 404.
 	Namespaces []Namespace `yaml:"namespaces"`
@@ -110,6 +130,7 @@ func DefaultConfig() Config {
 		SlowConsumer:        "close",
 		RecoveryMax:         1000,
 		OutboundTimeout:     10 * time.Second,
+		RefreshWindow:       15 * time.Second,
 		MaxSubsPerConn:      128,
 		CommandRate:         1000,
 		CommandBurst:        1000,
@@ -170,6 +191,12 @@ func (c *Config) Validate() error {
 		return bad("slow-consumer", "%q is neither close nor lag", c.SlowConsumer)
 	case c.RecoveryMax < 1:
 		return bad("recovery-max", "%d is under 1", c.RecoveryMax)
+	case c.RefreshWindow < 100*time.Millisecond:
+		return bad("refresh-window", "%v is under 100ms", c.RefreshWindow)
+	case c.MaxConnsPerUser < 0:
+		return bad("max-conns-per-user", "%d is negative", c.MaxConnsPerUser)
+	case c.AuthLeeway < 0:
+		return bad("auth-leeway", "%v is negative", c.AuthLeeway)
 	case c.OutboundTimeout < 100*time.Millisecond:
 		return bad("outbound-timeout", "%v is under 100ms", c.OutboundTimeout)
 	case c.MaxSubsPerConn < 1 || c.MaxSubsPerConn > 1<<16:

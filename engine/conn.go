@@ -40,6 +40,7 @@ type conn struct {
 	paused       bool      // reading stopped: unsent replies over the bound (listed in loop.paused)
 	ipCounted    bool      // holds a slot in the per-address limiter
 	hsCounted    bool      // the handshake was refused or timed out, and counted
+	userCounted  bool      // holds a --max-conns-per-user slot for sess.user
 	closeCode    uint16    // close code sent or received, for the connection log
 	sess         *session  // protocol state, from the first command on
 	bucket       cmdBucket // command rate

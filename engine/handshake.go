@@ -2,14 +2,26 @@ package engine
 
 import (
 	"bytes"
+	"errors"
 	"io"
 	"net/http"
 	"strconv"
 
 	"github.com/gobwas/ws"
 
+	"github.com/wsedge/wsedge/auth"
 	"github.com/wsedge/wsedge/metrics"
 )
+
+// rejectStatus is the HTTP status of a refusal made with
+// ws.RejectConnectionError.
+func rejectStatus(err error) (int, bool) {
+	var r *ws.ConnectionRejectedError
+	if errors.As(err, &r) {
+		return r.StatusCode(), true
+	}
+	return 0, false
+}
 
 // maxRequestHeader caps the HTTP upgrade request. A request that has not
 // ended (blank line) within this many bytes is answered 431 and closed.
@@ -30,6 +42,13 @@ type upgrader struct {
 	path     string
 	origins  map[string]bool
 	protocol bool // the client offered wsedge.v1.json
+
+	// Authentication of the request being upgraded (protocol mode).
+	auth     *authState
+	ex       auth.Extractor
+	identity auth.Identity // valid after a successful upgrade
+	refusal  auth.Reason   // why the token was refused, if it was
+	counted  bool          // identity's user holds a --max-conns-per-user slot
 }
 
 // Refusals of ours; the Upgrader writes them as HTTP responses.
@@ -56,11 +75,19 @@ func rejectReason(err error) metrics.RejectReason {
 	case ws.ErrHandshakeBadSecVersion, ws.ErrHandshakeUpgradeRequired:
 		return metrics.RejectVersion
 	}
+	if status, ok := rejectStatus(err); ok {
+		switch status {
+		case http.StatusUnauthorized:
+			return metrics.RejectAuth
+		case http.StatusTooManyRequests:
+			return metrics.RejectUserConns
+		}
+	}
 	return metrics.RejectBadRequest
 }
 
-func newUpgrader(cfg *Config) *upgrader {
-	h := &upgrader{path: cfg.Path}
+func newUpgrader(cfg *Config, a *authState) *upgrader {
+	h := &upgrader{path: cfg.Path, auth: a}
 	if len(cfg.AllowedOrigins) > 0 {
 		h.origins = make(map[string]bool, len(cfg.AllowedOrigins))
 		for _, o := range cfg.AllowedOrigins {
@@ -71,29 +98,50 @@ func newUpgrader(cfg *Config) *upgrader {
 		ReadBufferSize: maxRequestHeader,
 		OnRequest:      h.onRequest,
 		OnHeader:       h.onHeader,
-		Protocol: func(p []byte) bool {
-			if string(p) == Subprotocol {
+		// The whole header value: a browser lists its token entry
+		// (token.<jwt>) after the protocol, and gobwas' per-entry
+		// callback stops at the first entry it selects. The token entry
+		// is never selected, so it is never echoed back.
+		ProtocolCustom: func(v []byte) (string, bool) {
+			if h.ex.ProtocolHeader(v, Subprotocol) {
 				h.protocol = true
-				return true
+				return Subprotocol, true
 			}
-			return false
+			return "", true
 		},
 	}
 	if !cfg.Echo {
-		h.u.OnBeforeUpgrade = func() (ws.HandshakeHeader, error) {
-			if !h.protocol {
-				return nil, errNoSubprotocol
-			}
-			return nil, nil
-		}
+		h.u.OnBeforeUpgrade = h.beforeUpgrade
 	}
 	return h
+}
+
+// beforeUpgrade runs once the request is read, before the 101: nothing of
+// the protocol happens unless it succeeds.
+func (h *upgrader) beforeUpgrade() (ws.HandshakeHeader, error) {
+	if !h.protocol {
+		return nil, errNoSubprotocol
+	}
+	id, err, reason := h.auth.verify(&h.ex)
+	if err != nil {
+		h.refusal = reason
+		return nil, err
+	}
+	if u := h.auth.users; u != nil {
+		if !u.acquire(id.Sub()) {
+			return nil, h.auth.tooMany
+		}
+		h.counted = true
+	}
+	h.identity = id
+	return nil, nil
 }
 
 func (h *upgrader) Read(p []byte) (int, error)  { return h.req.Read(p) }
 func (h *upgrader) Write(p []byte) (int, error) { h.resp = append(h.resp, p...); return len(p), nil }
 
 func (h *upgrader) onRequest(uri []byte) error {
+	h.ex.URI(uri)
 	path := uri
 	if i := bytes.IndexByte(uri, '?'); i >= 0 {
 		path = uri[:i]
@@ -105,6 +153,7 @@ func (h *upgrader) onRequest(uri []byte) error {
 }
 
 func (h *upgrader) onHeader(key, value []byte) error {
+	h.ex.Header(key, value)
 	if h.origins != nil && bytes.EqualFold(key, []byte("Origin")) && !h.origins[string(value)] {
 		return errOrigin
 	}
@@ -129,6 +178,8 @@ func (h *upgrader) upgrade(request []byte) (resp []byte, hs ws.Handshake, err er
 	h.req.Reset(request)
 	h.resp = h.resp[:0]
 	h.protocol = false
+	h.ex.Reset()
+	h.identity, h.refusal, h.counted = auth.Identity{}, 0, false
 	hs, err = h.u.Upgrade(h)
 	return h.resp, hs, err
 }

@@ -54,6 +54,9 @@ func startServerFull(t testing.TB, mutate func(*Config), hook func(*Server), log
 	cfg.Admin = "127.0.0.1:0"
 	cfg.Echo = true
 	cfg.DrainGrace = 0
+	// Tests of the protocol run without tokens unless they test auth
+	// (auth_test.go turns it back on with a key).
+	cfg.InsecureNoAuth = true
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -81,6 +81,7 @@ func newFakeServer(t testing.TB, mutate func(*Config)) (*Server, *loop) {
 	t.Helper()
 	cfg := DefaultConfig()
 	cfg.Echo = true
+	cfg.InsecureNoAuth = true
 	if mutate != nil {
 		mutate(&cfg)
 	}

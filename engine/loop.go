@@ -34,7 +34,7 @@ type loop struct {
 	wbuf  []byte
 
 	pingTicks, idleTicks, hsTicks, closeTicks int64
-	outboundTicks                             int64
+	outboundTicks, refreshTicks               int64
 
 	// Back-pressure (backpressure.go): connections whose reading is
 	// stopped, and the epoll instance gnet polls for this loop (-1 if it
@@ -64,6 +64,7 @@ type loop struct {
 	dec        protocol.Decoder
 	cmd        protocol.Command
 	out        []byte   // reply encoding, valid until the next reply
+	chBuf      []byte   // a channel name being built (token subscriptions)
 	touched    []*conn  // connections queued to since the last flush
 	pending    []*conn  // connections whose queue waits for gnet to drain
 	iovs       [][]byte // writev vector for queue flushes
@@ -93,7 +94,7 @@ type tally struct {
 	msgsIn, msgsOut, bytesIn, bytesOut uint64
 	pings, idleClosed, protoErrors     uint64
 	hsOK, hsFailed, hsTimeout, closed  uint64
-	hsAborted, paused                  uint64
+	hsAborted, paused, authExpired     uint64
 	commands, cmdErrors, deliveries    uint64
 	slowClosed, lagDropped             uint64
 }
@@ -107,7 +108,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		idx:        idx,
 		el:         el,
 		wheel:      newWheel(span),
-		up:         newUpgrader(cfg),
+		up:         newUpgrader(cfg, s.auth),
 		scratch:    make([]byte, 0, 16<<10),
 		pingTicks:  ticks(cfg.PingInterval),
 		idleTicks:  ticks(cfg.IdleTimeout),
@@ -116,6 +117,7 @@ func newLoop(s *Server, el gnet.EventLoop, idx int) *loop {
 		epfd:       epollFD(el),
 	}
 	l.outboundTicks = ticks(cfg.OutboundTimeout)
+	l.refreshTicks = ticks(cfg.RefreshWindow)
 	l.wheel.now = s.tickNow()
 	l.logBudget = connLogsPerTick
 	l.tickFn = func(context.Context) error { l.tick(); return nil }
@@ -162,6 +164,7 @@ func (l *loop) flushTally() {
 	m.HandshakeTimeout.Add(int(t.hsTimeout))
 	m.HandshakeAborted.Add(int(t.hsAborted))
 	m.Paused.Add(int(t.paused))
+	m.AuthExpired.Add(int(t.authExpired))
 	m.Closed.Add(int(t.closed))
 	m.Commands.Add(int(t.commands))
 	m.CommandErrors.Add(int(t.cmdErrors))
@@ -180,6 +183,10 @@ func (l *loop) fire(c *conn) {
 		l.endHandshake(c)
 		_ = l.el.Close(c.gc)
 	case stateOpen:
+		if c.sess != nil && l.checkExpiry(c) {
+			return
+		}
+		defer l.scheduleExpiry(c)
 		idle := now - c.lastSeen
 		switch {
 		case idle >= l.idleTicks:

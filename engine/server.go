@@ -54,6 +54,7 @@ type Server struct {
 	ns            map[string]*Namespace
 	hub           *shard.Hub
 	bsubs         *brokerSubs
+	auth          *authState
 	ipl           *ipLimiter // nil when the per-address limits are off
 	ceilingReason metrics.RejectReason
 	broker        broker.Broker
@@ -107,6 +108,9 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if cfg.MaxConnsPerIP > 0 || cfg.HandshakeRatePerIP > 0 {
 		s.ipl = newIPLimiter(cfg.MaxConnsPerIP, cfg.HandshakeRatePerIP, cfg.HandshakeBurstPerIP, nil)
 	}
+	if s.auth, err = newAuthState(&s.cfg, s.m.Set); err != nil {
+		return nil, err
+	}
 	for i := range s.cfg.Namespaces {
 		s.ns[s.cfg.Namespaces[i].Name] = &s.cfg.Namespaces[i]
 	}
@@ -137,6 +141,12 @@ func (s *Server) Ready() bool { return !s.draining.Load() }
 
 func (s *Server) tickNow() int64 { return int64(time.Since(s.start) / wheelTick) }
 
+// tickAt is the wheel tick of a Unix time in seconds (rounded up).
+func (s *Server) tickAt(unix int64) int64 {
+	d := time.Unix(unix, 0).Sub(s.start)
+	return int64((d + wheelTick - 1) / wheelTick)
+}
+
 // Run serves until ctx is cancelled, then drains (see Drain) and returns.
 func (s *Server) Run(ctx context.Context) error {
 	addr, hold, err := reservePort(s.cfg.Listen)
@@ -152,6 +162,16 @@ func (s *Server) Run(ctx context.Context) error {
 			unix.Close(hold)
 			return err
 		}
+	}
+	switch {
+	case s.cfg.Echo:
+	case s.auth.v == nil:
+		s.log.Warn("authentication is OFF (--insecure-no-auth): any client may subscribe and publish anywhere; for benchmarks and local development only")
+	case s.auth.devSecret != "":
+		s.log.Warn("auth: no key configured, tokens are checked against the development secret; do not use it in production",
+			"secret_file", s.auth.devSecret,
+			"mint_a_token", "wsedge token --sub alice --channels 'chat:*,user:{sub}' --publish 'chat:*'",
+			"connect", "ws://"+addr+s.cfg.Path+"?token=<token> with subprotocol "+Subprotocol)
 	}
 	s.log.Info("limits",
 		"nofile_soft", s.limits.NoFileSoft, "nofile_hard", s.limits.NoFileHard,
@@ -203,6 +223,7 @@ func (s *Server) Run(ctx context.Context) error {
 		_ = s.admin.Close(stopCtx)
 	}
 	_ = s.broker.Close()
+	s.auth.close()
 	s.log.Info("stopped", "open", s.m.Open())
 	return nil
 }
@@ -347,6 +368,9 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	if c.ipCounted {
 		s.ipl.release(remoteIP(gc))
 	}
+	if c.userCounted {
+		s.auth.users.release(c.sess.user)
+	}
 	c.parser.Reset()
 	l.conns--
 	s.m.AddOpen(-1)
@@ -421,21 +445,36 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 			return gnet.None, false
 		}
 		resp, hs, err := l.up.upgrade(buf[:end])
-		if !c.write(resp) {
-			return gnet.Close, false
-		}
 		if err != nil {
 			l.tally.hsFailed++
 			reason := rejectReason(err)
 			s.m.Rejected(reason).Inc()
-			s.logRefusal(gc, reason)
+			if reason == metrics.RejectAuth && s.log.Enabled(ctx, slog.LevelDebug) {
+				s.log.Debug("handshake refused", "reason", string(reason), "auth", l.up.refusal.Label(),
+					"remote", gc.RemoteAddr().String())
+			} else {
+				s.logRefusal(gc, reason)
+			}
 			l.endHandshake(c)
+			c.write(resp)
 			return gnet.Close, false
 		}
-		l.tally.hsOK++
+		c.userCounted = l.up.counted
+		c.state = stateOpen // before the write: OnClose releases what the upgrade took
 		c.protocol = hs.Protocol == Subprotocol
-		c.state = stateOpen
+		if c.protocol {
+			sess := c.session()
+			sess.id, sess.user = l.up.identity, l.up.identity.Sub()
+		}
+		if !c.write(resp) {
+			return gnet.Close, false
+		}
+		if c.protocol {
+			l.openSession(c) // after the 101: it may push
+		}
+		l.tally.hsOK++
 		l.wheel.reschedule(c, c.lastSeen+l.pingTicks)
+		l.scheduleExpiry(c)
 		off = end
 	}
 	n, err := c.parser.Parse(buf[off:], s.cfg.MaxMessage, c)

@@ -45,6 +45,7 @@ type Metrics struct {
 
 	Paused          *vm.Counter // reading stopped because a connection's unsent replies were over the bound
 	OverloadRefused *vm.Counter // publishes refused with "overloaded" because a target loop's inbox was full
+	AuthExpired     *vm.Counter // connections closed (4004) for not refreshing an expired token
 
 	rejected map[RejectReason]*vm.Counter
 	limited  map[LimitReason]*vm.Counter
@@ -71,12 +72,14 @@ const (
 	RejectVersion       RejectReason = "version"          // Sec-WebSocket-Version not 13 (426)
 	RejectOrigin        RejectReason = "origin"           // Origin not allowed (403)
 	RejectSubprotocol   RejectReason = "subprotocol"      // wsedge.v1.json not offered (400)
+	RejectAuth          RejectReason = "auth"             // no valid token (401); wsedge_auth_refused_total says why
+	RejectUserConns     RejectReason = "user_conns"       // --max-conns-per-user (429)
 )
 
 var rejectReasons = []RejectReason{
 	RejectFDCeiling, RejectMaxConns, RejectDraining, RejectIPConns, RejectIPRate,
 	RejectIPTableFull, RejectHeaderTooLong, RejectBadRequest, RejectNotFound,
-	RejectMethod, RejectVersion, RejectOrigin, RejectSubprotocol,
+	RejectMethod, RejectVersion, RejectOrigin, RejectSubprotocol, RejectAuth, RejectUserConns,
 }
 
 // LimitReason names an abuse limit that refused a command or closed a
@@ -134,6 +137,7 @@ func New() *Metrics {
 		LagDropped:       s.NewCounter(`wsedge_slow_consumer_dropped_total{policy="lag"}`),
 		Paused:           s.NewCounter(`wsedge_read_paused_total`),
 		OverloadRefused:  s.NewCounter(`wsedge_overloaded_total`),
+		AuthExpired:      s.NewCounter(`wsedge_auth_expired_total`),
 		rejected:         make(map[RejectReason]*vm.Counter, len(rejectReasons)),
 		limited:          make(map[LimitReason]*vm.Counter, len(limitReasons)),
 	}

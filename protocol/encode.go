@@ -173,6 +173,37 @@ func AppendLagged(dst []byte, channel string, offset uint64) []byte {
 	return append(dst, "}}"...)
 }
 
+// AppendRefreshPush appends {"refresh":{}}: the connection's token has
+// expired; the client sends the refresh command with a new one within the
+// server's refresh window or is disconnected (4004).
+func AppendRefreshPush(dst []byte) []byte {
+	return append(dst, `{"refresh":{}}`...)
+}
+
+// AppendSubscribedPush appends
+// {"subscribed":{"channel":channel,"offset":offset,"epoch":epoch}} for a
+// subscription the server made itself (the token's subs claim); offset and
+// epoch are left out on a channel without history.
+func AppendSubscribedPush(dst []byte, channel string, offset uint64, epoch string) []byte {
+	dst = append(dst, `{"subscribed":{"channel":`...)
+	dst = appendString(dst, channel)
+	if epoch != "" {
+		dst = append(dst, `,"offset":`...)
+		dst = strconv.AppendUint(dst, offset, 10)
+		dst = append(dst, `,"epoch":`...)
+		dst = appendString(dst, epoch)
+	}
+	return append(dst, "}}"...)
+}
+
+// AppendUnsubscribedPush appends {"unsubscribed":{"channel":channel}}: the
+// server ended a subscription (a refreshed token no longer allows it).
+func AppendUnsubscribedPush(dst []byte, channel string) []byte {
+	dst = append(dst, `{"unsubscribed":{"channel":`...)
+	dst = appendString(dst, channel)
+	return append(dst, "}}"...)
+}
+
 // AppendCommand appends cmd as a client command with the fields its Op uses,
 // in the form Decode reads: Decode(AppendCommand(nil, cmd)) gives back cmd.
 // Clients (the Go client, the load generator) use it; cmd.Data must be a

@@ -13,6 +13,7 @@ type Code uint16
 // Error reply codes.
 const (
 	CodeBadRequest       Code = 400 // bad JSON, unknown op, missing or bad field, bad channel name
+	CodeUnauthorized     Code = 401 // a refresh token that does not verify or names another user
 	CodePermissionDenied Code = 403 // the connection's permissions do not allow the command
 	CodeUnknownNamespace Code = 404 // the channel's namespace is not configured
 	CodeConflict         Code = 409 // already subscribed / not subscribed

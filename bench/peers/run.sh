@@ -43,7 +43,7 @@ fi
 server_cmd() { # name [--echo]
 	local name=$1; shift
 	case $name in
-	wsedge) echo "$BIN/wsedge serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --drain-grace 1s $*" ;;
+	wsedge) echo "$BIN/wsedge serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --drain-grace 1s --insecure-no-auth $*" ;;
 	node) echo "node $ROOT/bench/peers/node/server.js --listen 127.0.0.1:0 --admin 127.0.0.1:0 $*" ;;
 	*) echo "$BIN/peer-$name --listen 127.0.0.1:0 --admin 127.0.0.1:0 $*" ;;
 	esac

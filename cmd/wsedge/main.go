@@ -14,6 +14,7 @@ import (
 var commands = map[string]func(args []string) int{
 	"serve":   runServe,
 	"bench":   runBench,
+	"token":   runToken,
 	"version": runVersion,
 }
 
@@ -23,6 +24,7 @@ func usage() {
 commands:
   serve     run the WebSocket edge server
   bench     run the load generator against a server
+  token     mint a JWT for a client (development secret unless --key)
   version   print the version
 `)
 }

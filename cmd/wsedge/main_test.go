@@ -52,6 +52,10 @@ type proc struct {
 func startServe(t *testing.T, shell string, args ...string) *proc {
 	t.Helper()
 	args = append([]string{"serve", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"}, args...)
+	// Protocol tests run without tokens unless they configure a key.
+	if !hasAuthFlag(args) {
+		args = append(args, "--insecure-no-auth")
+	}
 	var cmd *exec.Cmd
 	if shell != "" {
 		cmd = exec.Command("sh", append([]string{"-c", shell + `; exec "$0" "$@"`, binPath}, args...)...)
@@ -61,6 +65,11 @@ func startServe(t *testing.T, shell string, args ...string) *proc {
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
+	}
+	// Never the user's development secret (a test that needs the same one
+	// for `wsedge token` sets the variable itself).
+	if os.Getenv("WSEDGE_DEV_SECRET_FILE") == "" {
+		cmd.Env = append(os.Environ(), "WSEDGE_DEV_SECRET_FILE="+filepath.Join(t.TempDir(), "dev-secret"))
 	}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -97,6 +106,15 @@ func startServe(t *testing.T, shell string, args ...string) *proc {
 		t.Fatalf("no listening line; log: %v", p.log())
 	}
 	return p
+}
+
+func hasAuthFlag(args []string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, "--auth") || a == "--insecure-no-auth" {
+			return true
+		}
+	}
+	return false
 }
 
 func (p *proc) log() []map[string]any {

@@ -52,6 +52,16 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.IntVar(&cfg.SocketSendBuffer, "socket-send-buffer", cfg.SocketSendBuffer, "SO_SNDBUF per connection in bytes (0: kernel autotuning)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", cfg.FlushInterval, "write subscribers at most once per interval per loop (0: after every batch); trades latency for fan-out capacity")
 	fs.IntVar(&cfg.RecoveryMax, "recovery-max", cfg.RecoveryMax, "most publications in one recovery or history reply")
+	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", cfg.InsecureNoAuth, "accept protocol clients without a token, with every permission (benchmarks and local development only)")
+	fs.StringVar(&cfg.AuthSecretFile, "auth-secret-file", cfg.AuthSecretFile, "file holding the HS256 secret (at least 32 bytes, mode 0600)")
+	pemFiles := strings.Join(cfg.AuthPEMFiles, ",")
+	fs.StringVar(&pemFiles, "auth-pem-files", pemFiles, "comma-separated PEM public keys (RS256, ES256, EdDSA)")
+	fs.StringVar(&cfg.AuthJWKS, "auth-jwks", cfg.AuthJWKS, "JWKS file or http(s) URL (keys by kid, reloaded)")
+	fs.StringVar(&cfg.AuthAudience, "auth-audience", cfg.AuthAudience, "required token audience (aud)")
+	fs.StringVar(&cfg.AuthIssuer, "auth-issuer", cfg.AuthIssuer, "required token issuer (iss)")
+	fs.DurationVar(&cfg.AuthLeeway, "auth-leeway", cfg.AuthLeeway, "clock skew allowed on exp and nbf")
+	fs.DurationVar(&cfg.RefreshWindow, "refresh-window", cfg.RefreshWindow, "time a client has to send a new token after the refresh push")
+	fs.IntVar(&cfg.MaxConnsPerUser, "max-conns-per-user", cfg.MaxConnsPerUser, "connections per user on this node (0: no limit)")
 	fs.DurationVar(&cfg.OutboundTimeout, "outbound-timeout", cfg.OutboundTimeout, "close (1008) a connection whose unread replies stay over --max-outbound-bytes this long")
 	fs.IntVar(&cfg.MaxSubsPerConn, "max-subs-per-conn", cfg.MaxSubsPerConn, "most subscriptions of one connection")
 	fs.IntVar(&cfg.CommandRate, "command-rate", cfg.CommandRate, "protocol commands per second per connection (token bucket; 0: no limit)")
@@ -78,6 +88,12 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	}
 	if fs.NArg() > 0 {
 		return cfg, "", fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	cfg.AuthPEMFiles = nil
+	for _, f := range strings.Split(pemFiles, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			cfg.AuthPEMFiles = append(cfg.AuthPEMFiles, f)
+		}
 	}
 	cfg.AllowedOrigins = nil
 	for _, o := range strings.Split(origins, ",") {
