@@ -6,7 +6,7 @@ FUZZTIME ?= 60s
 # Tools installed with `go install` (staticcheck, govulncheck) live here.
 export PATH := $(PATH):$(shell $(GO) env GOPATH)/bin
 
-.PHONY: build run test race fuzz fuzz-short bench lint autobahn clean
+.PHONY: build run test race fuzz fuzz-short bench lint autobahn clean browser-deps
 
 build:
 	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/wsedge
@@ -20,10 +20,16 @@ run:
 # detector, the tests again without it (allocation counts and the timing of
 # load tests only hold there, so those skip themselves under -race), and a
 # short run of every fuzz target.
-test: lint-basic
+test: lint-basic browser-deps
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(GO) test -count=1 -timeout 20m ./...
 	$(MAKE) fuzz-short
+
+# The browser test drives Debian's chromium with playwright-core; it skips
+# without chromium or node, and needs its locked npm packages otherwise.
+browser-deps:
+	@if command -v npm >/dev/null && [ ! -d cmd/wsedge/testdata/browser/node_modules ]; then \
+		cd cmd/wsedge/testdata/browser && npm ci --no-audit --no-fund; fi
 
 race:
 	$(GO) test -race -count=1 ./...
