@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 	"unsafe"
@@ -293,5 +294,27 @@ func TestPipelinedRepliesOneWrite(t *testing.T) {
 	}
 	if fc.writes != 1 || bytes.Count(fc.out.Bytes(), []byte(`"ok":true`)) != 10 {
 		t.Fatalf("%d writes carrying %q, want 1 write with 10 replies", fc.writes, fc.out.String())
+	}
+}
+
+// TestReplyBufferNotPinned: after a reply over maxKeptOut the loop drops
+// its reply buffer instead of keeping the largest one it ever built.
+func TestReplyBufferNotPinned(t *testing.T) {
+	s, l := newFakeServer(t, func(c *Config) { c.Echo = false })
+	fc := openFake(t, s, "Sec-WebSocket-Protocol: "+Subprotocol)
+	data := `"` + strings.Repeat("x", 60_000) + `"`
+	for i := range 3 {
+		fc.in = masked(true, frame.OpText, []byte(fmt.Sprintf(`{"id":%d,"op":"publish","channel":"chat:big","data":%s}`, i+1, data)))
+		if act := s.OnTraffic(fc); act != gnet.None {
+			t.Fatalf("publish: %v", act)
+		}
+	}
+	fc.out.Reset()
+	fc.in = masked(true, frame.OpText, []byte(`{"id":9,"op":"history","channel":"chat:big","limit":3}`))
+	if act := s.OnTraffic(fc); act != gnet.None || fc.out.Len() < 180_000 {
+		t.Fatalf("history: %v, %d bytes", act, fc.out.Len())
+	}
+	if cap(l.out) > maxKeptOut {
+		t.Fatalf("reply buffer kept at %d bytes after a 180 KB reply", cap(l.out))
 	}
 }
