@@ -264,16 +264,19 @@ func (sh *redisShard) serve(ps *redis.PubSub, gen uint64) bool {
 	case sh.kick <- struct{}{}:
 	default:
 	}
-	answered := false
+	// The canary's confirmation must come within OpTimeout: a connection
+	// that is silent from the start is not yet watched by the monitor.
+	// Later reads wait as long as it takes, the canary watching them.
+	answered, timeout := false, sh.r.cfg.OpTimeout
 	for {
-		msg, err := ps.ReceiveTimeout(sh.r.ctx, 0)
+		msg, err := ps.ReceiveTimeout(sh.r.ctx, timeout)
 		if err != nil {
 			sh.serving.Store(false)
 			sh.canarySeen.Store(0)
 			return answered
 		}
 		if !answered {
-			answered = true
+			answered, timeout = true, 0
 			sh.servingSince.Store(time.Now().UnixNano())
 			sh.serving.Store(true)
 		}

@@ -266,3 +266,26 @@ func pubsubConnections(t *testing.T, srv *redistest.Server) int {
 	}
 	return n
 }
+
+// A one-node Redis Cluster holding every slot: the hash-tagged keys and
+// shard channels, the scripts and the slot-routed pub/sub connections work
+// through go-redis's cluster client.
+func TestRedisClusterConformance(t *testing.T) {
+	srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
+	if _, err := srv.Do("CLUSTER", "ADDSLOTSRANGE", "0", "16383"); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		info, err := srv.Do("CLUSTER", "INFO")
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(info, "cluster_state:ok") {
+			return fmt.Errorf("cluster not ready: %.40s", info)
+		}
+		return nil
+	})
+	cfg := testRedisConfig("redis+cluster://" + srv.Addr())
+	brokertest.Run(t, func(t *testing.T) broker.Broker { return newRedis(t, cfg) })
+	brokertest.RunPresence(t, func(t *testing.T) broker.PresenceManager { return newRedis(t, cfg) })
+}
