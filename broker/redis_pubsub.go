@@ -108,6 +108,12 @@ func (sh *redisShard) subscribe(channel string) <-chan struct{} {
 		return nil
 	}
 	s.want = true
+	if s.sent && s.inflight == 0 {
+		// Unsubscribed and subscribed again before the writer told Redis:
+		// Redis never stopped, so the subscription stands as confirmed.
+		s.confirmed = true
+		return nil
+	}
 	if s.ready == nil {
 		s.ready = make(chan struct{})
 	}
