@@ -237,8 +237,8 @@ func TestRedisNetworkStall(t *testing.T) {
 func TestRedisPresenceExpiry(t *testing.T) {
 	srv := redistest.Start(t)
 	cfg := testRedisConfig(srv.URL())
-	cfg.PresenceTTL = 600 * time.Millisecond
-	cfg.PresenceRefresh = 150 * time.Millisecond
+	cfg.PresenceTTL = time.Second
+	cfg.PresenceRefresh = 200 * time.Millisecond
 	a, b := newRedis(t, cfg), newRedis(t, cfg)
 	ctx := context.Background()
 	const ch = "presence:expiry"
