@@ -653,19 +653,24 @@ func (r *Redis) monitor() {
 	}
 }
 
+// publishCanaries publishes every shard's canary through the command
+// pool, the one Publish uses (go-redis's pipeline pool recovers from an
+// outage on its own schedule): a canary that comes back proves both
+// publishing and delivery. It reports whether all were published.
 func (r *Redis) publishCanaries() bool {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CanaryInterval)
 	defer cancel()
-	pipe := r.c.Pipeline()
+	ok := true
 	for _, sh := range r.shards {
+		var err error
 		if r.sharded {
-			pipe.SPublish(ctx, sh.canary, r.cfg.NodeID)
+			err = r.c.SPublish(ctx, sh.canary, r.cfg.NodeID).Err()
 		} else {
-			pipe.Publish(ctx, sh.canary, r.cfg.NodeID)
+			err = r.c.Publish(ctx, sh.canary, r.cfg.NodeID).Err()
 		}
+		ok = ok && err == nil
 	}
-	_, err := pipe.Exec(ctx)
-	return err == nil
+	return ok
 }
 
 // sleep waits d or until Close; it reports whether the broker is open.
