@@ -108,7 +108,7 @@ func (sh *redisShard) subscribe(channel string) <-chan struct{} {
 		return nil
 	}
 	s.want = true
-	if s.sent && s.inflight == 0 {
+	if s.sent && s.inflight == 0 && sh.serving.Load() {
 		// Unsubscribed and subscribed again before the writer told Redis:
 		// Redis never stopped, so the subscription stands as confirmed.
 		s.confirmed = true
