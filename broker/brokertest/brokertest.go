@@ -203,6 +203,14 @@ func Run(t *testing.T, newBroker func(t *testing.T) broker.Broker) {
 			run:  testUnsubscribed,
 		},
 		{
+			name: "ResubscribeDeliversOnce",
+			run:  testResubscribe,
+		},
+		{
+			name: "ManyChannelsSubscribedAtOnce",
+			run:  testManyChannels,
+		},
+		{
 			name: "SubscribeBeforeSetHandler",
 			run:  testNoHandler,
 		},
