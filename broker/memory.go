@@ -133,6 +133,10 @@ type memShard struct {
 	_ [64]byte // keep neighbouring shards' locks off this cache line
 }
 
+// NeverBlocks reports that Memory's calls take at most a short lock, so
+// the engine may call them on its event loops.
+func (m *Memory) NeverBlocks() bool { return true }
+
 // NewMemory returns a Memory with cfg's zero fields defaulted, and starts
 // its janitor unless cfg.JanitorInterval is negative.
 func NewMemory(cfg MemoryConfig) (*Memory, error) {

@@ -87,6 +87,9 @@ func (l *loop) pause(c *conn) {
 // resume starts reading c again and parses what gnet already holds.
 func (l *loop) resume(c *conn) {
 	c.paused = false
+	if c.sess != nil && c.sess.inflight > 0 {
+		return // handleOp resumes it when its broker op is back
+	}
 	l.setReading(c, true)
 	if c.gc.InboundBuffered() > 0 {
 		_ = c.gc.Wake(nil)

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"slices"
@@ -17,6 +18,7 @@ import (
 // Inbox message kinds.
 const (
 	msgPush uint8 = iota + 1 // Frame to every local subscriber of channel Ptr; Conn is its offset (0: none)
+	msgOp                    // a broker op's result; Ptr is the *brokerOp
 )
 
 // session is the protocol state of a connection, allocated when its
@@ -30,6 +32,7 @@ type session struct {
 	cid       uint64        // client id, unique in the process
 	client    string        // cid formatted for the protocol, see clientID
 	user      string
+	inflight  int  // broker ops in flight; the connection is not read meanwhile
 	touched   bool // listed in loop.touched
 	pending   bool // listed in loop.pending
 	lagging   int  // subscriptions in the lagging state
@@ -39,8 +42,9 @@ type session struct {
 type subscription struct {
 	c       *conn
 	ns      *Namespace
-	last    uint64 // offset of the last publication delivered or known from the subscribe reply
-	lagging bool   // frames are being dropped (policy "lag") until the queue drains
+	hold    *heldPushes // while its subscribe waits on an async broker
+	last    uint64      // offset of the last publication delivered or known from the subscribe reply
+	lagging bool        // frames are being dropped (policy "lag") until the queue drains
 }
 
 func (c *conn) session() *session {
@@ -159,7 +163,11 @@ func (l *loop) reply(c *conn, msg []byte, isErr bool) error {
 }
 
 func (l *loop) replyError(c *conn, code protocol.Code, msg string) error {
-	return l.reply(c, protocol.AppendError(l.out[:0], l.cmd.ID, code, msg), true)
+	return l.replyErrorID(c, l.cmd.ID, code, msg)
+}
+
+func (l *loop) replyErrorID(c *conn, id uint64, code protocol.Code, msg string) error {
+	return l.reply(c, protocol.AppendError(l.out[:0], id, code, msg), true)
 }
 
 // findSub returns where channel is, or would be inserted, in the
@@ -203,68 +211,108 @@ func (l *loop) subscribe(c *conn, ns *Namespace) error {
 	if ns.JoinLeave && srv.overloaded(ch) {
 		return l.replyOverloaded(c)
 	}
-	sub, err := l.join(c, ns, ch, at)
-	if err != nil {
-		return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
+	op := l.join(c, ns, ch, at, opSubscribe)
+	op.id = cmd.ID
+	if ns.HistorySize > 0 && cmd.HasSince {
+		op.req = broker.HistoryRequest{Since: &broker.StreamPosition{Offset: cmd.Since.Offset, Epoch: string(cmd.Since.Epoch)}, Limit: srv.cfg.RecoveryMax}
 	}
-	if ns.HistorySize == 0 {
-		return l.reply(c, protocol.AppendOK(l.out[:0], cmd.ID, emptyResult), false)
-	}
-	req := broker.HistoryRequest{Limit: 0}
-	if cmd.HasSince {
-		req = broker.HistoryRequest{Since: &broker.StreamPosition{Offset: cmd.Since.Offset, Epoch: string(cmd.Since.Epoch)}, Limit: srv.cfg.RecoveryMax}
-	}
-	res, err := srv.broker.History(ctx, ch, req)
-	if err != nil {
-		return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
-	}
-	sub.last = res.Position.Offset
-	if !cmd.HasSince {
-		return l.reply(c, protocol.AppendPositionResult(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch), false)
-	}
-	pubs, cut := l.fitReply(res.Publications, false)
-	out := protocol.AppendRecoveryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch, res.Recovered && !cut)
-	for i, p := range pubs {
-		out = protocol.AppendPublicationItem(out, i, p.Offset, p.Data)
-	}
-	return l.reply(c, protocol.AppendListClose(out), false)
+	return l.do(op)
 }
 
-// join makes c a subscriber of ch, at position at of its sorted list.
+// join makes c a subscriber of ch on this loop, at position at of its
+// sorted list, and returns the op that finishes it on the broker side.
 // Order matters (see DESIGN.md, "Subscribe and publish ordering"): the
-// loop is in the hub and the node subscribed to the broker before the
-// caller reads the history position, so every publication after that
-// position reaches this loop.
-func (l *loop) join(c *conn, ns *Namespace, ch string, at int) (*subscription, error) {
-	srv := l.srv
+// loop is in the hub, and the op reconciles the node's broker subscription
+// before it reads the history position, so every publication after that
+// position reaches this loop. Until the op completes, pushes for the new
+// subscription are held (an async broker) so that none goes out before the
+// reply.
+func (l *loop) join(c *conn, ns *Namespace, ch string, at int, kind opKind) *brokerOp {
 	sess := c.sess
 	sub := &subscription{c: c, ns: ns}
 	s, first := l.index.Add(ch, sub)
 	if first {
-		srv.hub.Add(ch, l.idx)
-		if err := srv.syncBroker(ch); err != nil {
-			l.dropSub(s)
-			return nil, err
-		}
+		l.srv.hub.Add(ch, l.idx)
 	}
 	sess.subs = slices.Insert(sess.subs, at, s)
-	var info []byte
+	op := &brokerOp{kind: kind, l: l, c: c, ch: ch, ns: ns, sub: sub, hist: ns.HistorySize > 0}
+	op.info = broker.ClientInfo{ClientID: sess.clientID(), UserID: sess.user}
 	if in := sess.id.Info(); in != "" {
-		info = []byte(in)
+		op.info.Info = []byte(in)
 	}
-	if ns.Presence {
-		if err := srv.presence.AddPresence(ctx, ch, broker.ClientInfo{ClientID: sess.clientID(), UserID: sess.user, Info: info}); err != nil {
-			srv.log.Warn("presence add", "channel", ch, "err", err)
-		}
-	}
-	if ns.JoinLeave {
-		srv.pushToChannel(ch, 0, protocol.AppendJoin(l.out[:0], ch, sess.clientID(), sess.user, info))
-	}
-	return sub, nil
+	return op
 }
 
-// serverSubscribe subscribes c to a channel its token names (subs claim)
-// and tells it with a subscribed push carrying the position, as a
+// completeSubscribe writes the subscribe reply (or the subscribed push),
+// then the publications held meanwhile that come after its position.
+func (l *loop) completeSubscribe(op *brokerOp) error {
+	c, sub := op.c, op.sub
+	hold := sub.hold
+	sub.hold = nil
+	if op.err != nil {
+		hold.release()
+		if i, found := c.findSub([]byte(op.ch)); found && c.sess.subs[i].Conn == sub {
+			s := c.sess.subs[i]
+			c.sess.subs = slices.Delete(c.sess.subs, i, i+1)
+			l.leaveQuiet(s)
+		}
+		if op.kind == opServerSub {
+			l.srv.log.Warn("token subscription", "channel", op.ch, "err", op.err)
+			return nil
+		}
+		if op.err == errOverloaded {
+			l.srv.m.OverloadRefused.Inc()
+			return l.replyErrorID(c, op.id, protocol.CodeUnavailable, protocol.MsgOverloaded)
+		}
+		return l.replyErrorID(c, op.id, protocol.CodeUnavailable, protocol.MsgUnavailable)
+	}
+	ns, res := op.ns, &op.res
+	sub.last = res.Position.Offset
+	if ns.JoinLeave {
+		l.srv.pushToChannel(op.ch, 0, protocol.AppendJoin(l.out[:0], op.ch, c.sess.clientID(), c.sess.user, op.info.Info))
+	}
+	var err error
+	switch {
+	case op.kind == opServerSub:
+		if !c.writeFrame(frame.OpText, protocol.AppendSubscribedPush(l.out[:0], op.ch, res.Position.Offset, res.Position.Epoch)) {
+			err = errStop
+		}
+	case ns.HistorySize == 0:
+		err = l.reply(c, protocol.AppendOK(l.out[:0], op.id, emptyResult), false)
+	case op.req.Since == nil:
+		err = l.reply(c, protocol.AppendPositionResult(l.out[:0], op.id, res.Position.Offset, res.Position.Epoch), false)
+	default:
+		pubs, cut := l.fitReply(res.Publications, false)
+		out := protocol.AppendRecoveryOpen(l.out[:0], op.id, res.Position.Offset, res.Position.Epoch, res.Recovered && !cut)
+		for i, p := range pubs {
+			out = protocol.AppendPublicationItem(out, i, p.Offset, p.Data)
+		}
+		err = l.reply(c, protocol.AppendListClose(out), false)
+	}
+	if err != nil || c.state != stateOpen {
+		hold.release()
+		return err
+	}
+	if hold != nil {
+		if hold.lost {
+			// Some were dropped while held: the client recovers
+			// everything after the position it was just given.
+			hold.release()
+			if !c.writeFrame(frame.OpText, protocol.AppendLagged(l.out[:0], op.ch, sub.last)) {
+				return errStop
+			}
+			return nil
+		}
+		for _, h := range hold.pushes {
+			l.enqueue(sub, h.f, h.offset)
+		}
+		hold.release()
+	}
+	return nil
+}
+
+// serverSubscribe subscribes c to a channel its token names (subs claim);
+// the client is told with a subscribed push carrying the position, as a
 // subscribe reply would.
 func (l *loop) serverSubscribe(c *conn, ns *Namespace, channel []byte) error {
 	at, found := c.findSub(channel)
@@ -274,22 +322,11 @@ func (l *loop) serverSubscribe(c *conn, ns *Namespace, channel []byte) error {
 	if len(c.sess.subs) >= l.srv.cfg.MaxSubsPerConn {
 		return errTooManySubs
 	}
-	ch := string(channel)
-	sub, err := l.join(c, ns, ch, at)
-	if err != nil {
-		return err
+	err := l.do(l.join(c, ns, string(channel), at, opServerSub))
+	if err == errBusy {
+		return nil
 	}
-	var pos broker.StreamPosition
-	if ns.HistorySize > 0 {
-		res, err := l.srv.broker.History(ctx, ch, broker.HistoryRequest{Limit: 0})
-		if err != nil {
-			return err
-		}
-		pos = res.Position
-		sub.last = pos.Offset
-	}
-	c.writeFrame(frame.OpText, protocol.AppendSubscribedPush(l.out[:0], ch, pos.Offset, pos.Epoch))
-	return nil
+	return err
 }
 
 var errTooManySubs = errors.New("engine: too many subscriptions for one connection")
@@ -371,22 +408,34 @@ func (l *loop) unsubscribe(c *conn) error {
 // leave ends one subscription: index, hub, broker, presence, leave push.
 func (l *loop) leave(s *shard.Sub[*subscription]) {
 	sub := s.Conn
-	if sub.lagging {
-		sub.c.sess.lagging--
-	}
-	ch := l.dropSub(s)
+	ch := l.leaveQuiet(s)
 	if sub.ns.Presence {
-		_ = l.srv.presence.RemovePresence(ctx, ch, sub.c.sess.clientID())
+		l.srv.removePresence(ch, sub.c.sess.clientID())
 	}
 	if sub.ns.JoinLeave {
 		l.srv.pushToChannel(ch, 0, protocol.AppendLeave(l.out[:0], ch, sub.c.sess.clientID(), sub.c.sess.user, nil))
 	}
 }
 
+// leaveQuiet takes a subscription out of the index and the hub, with no
+// presence or leave push: for a subscribe that failed.
+func (l *loop) leaveQuiet(s *shard.Sub[*subscription]) string {
+	sub := s.Conn
+	if sub.lagging {
+		sub.c.sess.lagging--
+		sub.lagging = false
+	}
+	if sub.hold != nil {
+		sub.hold.release()
+		sub.hold = nil
+	}
+	return l.dropSub(s)
+}
+
 func (l *loop) dropSub(s *shard.Sub[*subscription]) string {
 	ch, last := l.index.Remove(s)
 	if last && l.srv.hub.Remove(ch, l.idx) {
-		_ = l.srv.syncBroker(ch)
+		l.srv.reconcile(ch)
 	}
 	return ch
 }
@@ -399,15 +448,21 @@ func (l *loop) publish(c *conn, ns *Namespace) error {
 	if l.srv.overloaded(string(cmd.Channel)) {
 		return l.replyOverloaded(c)
 	}
-	pos, err := l.srv.broker.Publish(ctx, string(cmd.Channel), cmd.Data,
-		broker.PublishOptions{HistorySize: ns.HistorySize, HistoryTTL: ns.HistoryTTL})
-	if err != nil {
-		return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
+	op := &brokerOp{kind: opPublish, l: l, c: c, id: cmd.ID, ch: string(cmd.Channel), ns: ns, data: cmd.Data}
+	if l.srv.bside != nil {
+		op.data = bytes.Clone(cmd.Data) // cmd.Data aliases the read buffer
 	}
-	if ns.HistorySize == 0 {
-		return l.reply(c, protocol.AppendOK(l.out[:0], cmd.ID, emptyResult), false)
+	return l.do(op)
+}
+
+func (l *loop) completePublish(op *brokerOp) error {
+	switch {
+	case op.err != nil:
+		return l.replyErrorID(op.c, op.id, protocol.CodeUnavailable, protocol.MsgUnavailable)
+	case op.ns.HistorySize == 0:
+		return l.reply(op.c, protocol.AppendOK(l.out[:0], op.id, emptyResult), false)
 	}
-	return l.reply(c, protocol.AppendPositionResult(l.out[:0], cmd.ID, pos.Offset, pos.Epoch), false)
+	return l.reply(op.c, protocol.AppendPositionResult(l.out[:0], op.id, op.pos.Offset, op.pos.Epoch), false)
 }
 
 func (l *loop) history(c *conn, ns *Namespace) error {
@@ -425,25 +480,30 @@ func (l *loop) history(c *conn, ns *Namespace) error {
 	if limit > l.srv.cfg.RecoveryMax {
 		return l.replyError(c, protocol.CodeTooLarge, protocol.MsgTooLarge)
 	}
-	req := broker.HistoryRequest{Limit: limit}
+	op := &brokerOp{kind: opHistory, l: l, c: c, id: cmd.ID, ch: string(cmd.Channel), ns: ns}
+	op.req = broker.HistoryRequest{Limit: limit}
 	if cmd.HasSince {
-		req.Since = &broker.StreamPosition{Offset: cmd.Since.Offset, Epoch: string(cmd.Since.Epoch)}
+		op.req.Since = &broker.StreamPosition{Offset: cmd.Since.Offset, Epoch: string(cmd.Since.Epoch)}
 	}
-	res, err := l.srv.broker.History(ctx, string(cmd.Channel), req)
-	if err != nil {
-		return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
+	return l.do(op)
+}
+
+func (l *loop) completeHistory(op *brokerOp) error {
+	if op.err != nil {
+		return l.replyErrorID(op.c, op.id, protocol.CodeUnavailable, protocol.MsgUnavailable)
 	}
+	res, since := &op.res, op.req.Since != nil
 	var out []byte
-	pubs, cut := l.fitReply(res.Publications, !cmd.HasSince)
-	if cmd.HasSince {
-		out = protocol.AppendRecoveryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch, res.Recovered && !cut)
+	pubs, cut := l.fitReply(res.Publications, !since)
+	if since {
+		out = protocol.AppendRecoveryOpen(l.out[:0], op.id, res.Position.Offset, res.Position.Epoch, res.Recovered && !cut)
 	} else {
-		out = protocol.AppendHistoryOpen(l.out[:0], cmd.ID, res.Position.Offset, res.Position.Epoch)
+		out = protocol.AppendHistoryOpen(l.out[:0], op.id, res.Position.Offset, res.Position.Epoch)
 	}
 	for i, p := range pubs {
 		out = protocol.AppendPublicationItem(out, i, p.Offset, p.Data)
 	}
-	return l.reply(c, protocol.AppendListClose(out), false)
+	return l.reply(op.c, protocol.AppendListClose(out), false)
 }
 
 func (l *loop) presence(c *conn, ns *Namespace) error {
@@ -454,21 +514,24 @@ func (l *loop) presence(c *conn, ns *Namespace) error {
 	if !ns.Presence {
 		return l.replyError(c, protocol.CodePermissionDenied, "namespace has no presence")
 	}
-	ch := string(cmd.Channel)
+	kind := opPresence
 	if cmd.Op == protocol.OpPresenceStats {
-		st, err := l.srv.presence.PresenceStats(ctx, ch)
-		if err != nil {
-			return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
-		}
-		return l.reply(c, protocol.AppendPresenceStatsResult(l.out[:0], cmd.ID, st.NumClients, st.NumUsers), false)
+		kind = opPresenceStats
 	}
-	members, err := l.srv.presence.Presence(ctx, ch)
-	if err != nil {
-		return l.replyError(c, protocol.CodeUnavailable, protocol.MsgUnavailable)
+	return l.do(&brokerOp{kind: kind, l: l, c: c, id: cmd.ID, ch: string(cmd.Channel), ns: ns})
+}
+
+func (l *loop) completePresence(op *brokerOp) error {
+	c := op.c
+	if op.err != nil {
+		return l.replyErrorID(c, op.id, protocol.CodeUnavailable, protocol.MsgUnavailable)
 	}
-	out := protocol.AppendPresenceOpen(l.out[:0], cmd.ID)
+	if op.kind == opPresenceStats {
+		return l.reply(c, protocol.AppendPresenceStatsResult(l.out[:0], op.id, op.stats.NumClients, op.stats.NumUsers), false)
+	}
+	out := protocol.AppendPresenceOpen(l.out[:0], op.id)
 	i := 0
-	for _, m := range members {
+	for _, m := range op.members {
 		out = protocol.AppendPresenceItem(out, i, m.ClientID, m.UserID, m.Info)
 		i++
 		if len(out) > l.srv.cfg.MaxOutboundBytes {
@@ -478,7 +541,7 @@ func (l *loop) presence(c *conn, ns *Namespace) error {
 			if cap(out) > maxKeptOut {
 				l.out = make([]byte, 0, 4096)
 			}
-			return l.replyError(c, protocol.CodeTooLarge, "presence too large, use presence_stats")
+			return l.replyErrorID(c, op.id, protocol.CodeTooLarge, "presence too large, use presence_stats")
 		}
 	}
 	return l.reply(c, protocol.AppendListClose(out), false)

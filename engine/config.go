@@ -96,6 +96,12 @@ type Config struct {
 	RefreshWindow   time.Duration `yaml:"refresh_window"`
 	MaxConnsPerUser int           `yaml:"max_conns_per_user"`
 
+	// Broker is "memory" (one node, the default) or a Redis URL
+	// (redis://host:6379/0, rediss://, unix://, redis+sentinel://,
+	// redis+cluster://: see broker.RedisConfig) joining this node to a
+	// cluster.
+	Broker string `yaml:"broker"`
+
 	// Namespaces are the channel namespaces clients may use; a channel
 	// "ns:name" in an unknown namespace is refused with 404.
 	Namespaces []Namespace `yaml:"namespaces"`
@@ -129,6 +135,7 @@ func DefaultConfig() Config {
 		MaxOutboundMessages: 4096,
 		SlowConsumer:        "close",
 		RecoveryMax:         1000,
+		Broker:              "memory",
 		OutboundTimeout:     10 * time.Second,
 		RefreshWindow:       15 * time.Second,
 		MaxSubsPerConn:      128,
@@ -191,6 +198,8 @@ func (c *Config) Validate() error {
 		return bad("slow-consumer", "%q is neither close nor lag", c.SlowConsumer)
 	case c.RecoveryMax < 1:
 		return bad("recovery-max", "%d is under 1", c.RecoveryMax)
+	case c.Broker != "memory" && !strings.Contains(c.Broker, "://"):
+		return bad("broker", "%q is neither memory nor a redis URL", c.Broker)
 	case c.RefreshWindow < 100*time.Millisecond:
 		return bad("refresh-window", "%v is under 100ms", c.RefreshWindow)
 	case c.MaxConnsPerUser < 0:

@@ -111,6 +111,10 @@ func (l *loop) inboxFull() bool {
 }
 
 func (l *loop) handleMsg(m shard.Msg) {
+	if m.Kind == msgOp {
+		l.handleOp(m.Ptr.(*brokerOp))
+		return
+	}
 	l.inboxBytes.Add(-int64(m.Frame.Cost()))
 	if m.Kind == msgPush {
 		// Backwards: a slow-consumer close may remove the current
@@ -127,6 +131,10 @@ func (l *loop) handleMsg(m shard.Msg) {
 // when the connection's queue is full. It does not allocate.
 func (l *loop) enqueue(sub *subscription, f *shard.Frame, offset uint64) {
 	c := sub.c
+	if sub.hold != nil {
+		sub.hold.add(f, offset, l.srv.cfg.MaxOutboundBytes)
+		return
+	}
 	if c.state != stateOpen || sub.lagging {
 		if sub.lagging {
 			l.tally.lagDropped++

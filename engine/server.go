@@ -54,6 +54,7 @@ type Server struct {
 	ns            map[string]*Namespace
 	hub           *shard.Hub
 	bsubs         *brokerSubs
+	bside         *brokerSide // nil while the broker never blocks: calls run on the loops
 	auth          *authState
 	ipl           *ipLimiter // nil when the per-address limits are off
 	ceilingReason metrics.RejectReason
@@ -80,9 +81,24 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	mem, err := broker.NewMemory(broker.MemoryConfig{})
-	if err != nil {
-		return nil, err
+	var (
+		b  broker.Broker
+		pm broker.PresenceManager
+	)
+	if cfg.Broker == "memory" {
+		mem, merr := broker.NewMemory(broker.MemoryConfig{})
+		if merr != nil {
+			return nil, merr
+		}
+		b, pm = mem, mem
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		r, rerr := broker.NewRedis(ctx, broker.RedisConfig{URL: cfg.Broker})
+		cancel()
+		if rerr != nil {
+			return nil, fmt.Errorf("engine: broker %s: %w", cfg.Broker, rerr)
+		}
+		b, pm = r, r
 	}
 	s := &Server{
 		cfg:      cfg,
@@ -91,8 +107,8 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		app:      channelApp{},
 		hub:      shard.NewHub(),
 		bsubs:    newBrokerSubs(),
-		broker:   mem,
-		presence: mem,
+		broker:   b,
+		presence: pm,
 		ns:       make(map[string]*Namespace, len(cfg.Namespaces)),
 		limits:   limits,
 		start:    time.Now(),
@@ -114,7 +130,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	for i := range s.cfg.Namespaces {
 		s.ns[s.cfg.Namespaces[i].Name] = &s.cfg.Namespaces[i]
 	}
-	mem.SetHandler(s.onPublication)
+	b.SetHandler(s.onPublication)
 	empty := []*loop{}
 	s.list.Store(&empty)
 	s.byIdx.Store(&empty)
@@ -136,8 +152,17 @@ func (s *Server) AdminAddr() string {
 	return s.admin.Addr()
 }
 
-// Ready reports whether the server accepts new connections.
-func (s *Server) Ready() bool { return !s.draining.Load() }
+// Ready reports whether the server accepts new connections and, in a
+// cluster, whether its broker is up (its data plane checked by canaries).
+func (s *Server) Ready() bool {
+	if s.draining.Load() {
+		return false
+	}
+	if r, ok := s.broker.(interface{ Ready() bool }); ok {
+		return r.Ready()
+	}
+	return true
+}
 
 func (s *Server) tickNow() int64 { return int64(time.Since(s.start) / wheelTick) }
 
@@ -179,6 +204,10 @@ func (s *Server) Run(ctx context.Context) error {
 		"max_conns", s.maxConns,
 		"note", "connections beyond max_conns are refused with 503; raise RLIMIT_NOFILE (hard) to hold more")
 
+	if nb, ok := s.broker.(interface{ NeverBlocks() bool }); !ok || !nb.NeverBlocks() {
+		// The broker's calls can block: they leave the loops.
+		s.bside = newBrokerSide(s)
+	}
 	runErr := make(chan error, 1)
 	go func() {
 		runErr <- gnet.Run(s, "tcp://"+addr,
@@ -221,6 +250,9 @@ func (s *Server) Run(ctx context.Context) error {
 	<-runErr
 	if s.admin != nil {
 		_ = s.admin.Close(stopCtx)
+	}
+	if s.bside != nil {
+		s.bside.close()
 	}
 	_ = s.broker.Close()
 	s.auth.close()
@@ -416,6 +448,17 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 		}
 		return gnet.None, false
 	}
+	if c.sess != nil && c.sess.inflight > 0 {
+		// A broker op of this connection is in flight: its input waits
+		// (gnet re-armed reading when its outbound buffer emptied).
+		if len(buf) > inboundPauseCap+s.cfg.MaxMessage {
+			l.limitClose(c, metrics.LimitInboundClose, protocol.DisconnectNotReading, "input over limit while not reading", true)
+			_, _ = gc.Discard(-1)
+			return gnet.None, false
+		}
+		l.setReading(c, false)
+		return gnet.None, false
+	}
 	if c.paused {
 		// gnet re-armed reading (its outbound buffer emptied) or we woke
 		// the connection after resuming it.
@@ -488,7 +531,7 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 		_, _ = gc.Discard(off) // Discard(0) would drop everything buffered
 	}
 	switch {
-	case err == nil:
+	case err == nil || err == errBusy:
 		return gnet.None, false
 	case err == errPause:
 		return gnet.None, true

@@ -52,6 +52,7 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.IntVar(&cfg.SocketSendBuffer, "socket-send-buffer", cfg.SocketSendBuffer, "SO_SNDBUF per connection in bytes (0: kernel autotuning)")
 	fs.DurationVar(&cfg.FlushInterval, "flush-interval", cfg.FlushInterval, "write subscribers at most once per interval per loop (0: after every batch); trades latency for fan-out capacity")
 	fs.IntVar(&cfg.RecoveryMax, "recovery-max", cfg.RecoveryMax, "most publications in one recovery or history reply")
+	fs.StringVar(&cfg.Broker, "broker", cfg.Broker, "memory (one node) or a Redis URL joining a cluster: redis://host:6379/0, rediss://, unix://, redis+sentinel://, redis+cluster://")
 	fs.BoolVar(&cfg.InsecureNoAuth, "insecure-no-auth", cfg.InsecureNoAuth, "accept protocol clients without a token, with every permission (benchmarks and local development only)")
 	fs.StringVar(&cfg.AuthSecretFile, "auth-secret-file", cfg.AuthSecretFile, "file holding the HS256 secret (at least 32 bytes, mode 0600)")
 	pemFiles := strings.Join(cfg.AuthPEMFiles, ",")
