@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strconv"
 	"strings"
@@ -683,4 +684,17 @@ func (r *Redis) sleep(d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
+}
+
+// SetRedisLogger sends go-redis's own messages (failed dials while Redis
+// is down, and the like) to log at warning level instead of its default
+// logger on stderr. go-redis keeps one logger per process.
+func SetRedisLogger(log *slog.Logger) {
+	redis.SetLogger(redisLogger{log})
+}
+
+type redisLogger struct{ l *slog.Logger }
+
+func (r redisLogger) Printf(_ context.Context, format string, v ...any) {
+	r.l.Warn(fmt.Sprintf(format, v...), "src", "go-redis")
 }

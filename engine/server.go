@@ -92,6 +92,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		}
 		b, pm = mem, mem
 	} else {
+		broker.SetRedisLogger(log)
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		r, rerr := broker.NewRedis(ctx, broker.RedisConfig{URL: cfg.Broker})
 		cancel()
