@@ -121,7 +121,7 @@ func (a *attackLoop) buildTemplates() {
 	t := &a.l.w.t
 	var key [24]byte
 	newKey(key[:], &a.l.rng)
-	req := appendUpgradeRequest(nil, t.host, t.path, key[:], Subprotocol, a.l.w.cfg.Token)
+	req := appendUpgradeRequest(nil, t.host, t.path, key[:], Subprotocol, a.l.w.attackToken(), a.l.w.cfg.Auth.where())
 	ch := strconv.AppendQuote(nil, a.l.w.cfg.ChannelName(0))
 	var zero [4]byte
 	for k := range a.pre {

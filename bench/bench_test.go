@@ -267,6 +267,17 @@ func TestConfigValidate(t *testing.T) {
 		{"attack sources", func(c *Config) { c.Attack.Sources = 0 }, "attack-sources"},
 		{"stream max", func(c *Config) { c.Attack.StreamMax = 2 << 30 }, "stream-max"},
 		{"no-read channel", func(c *Config) { c.Attack.NoRead = 1; c.Channel = "x" }, "channel"},
+		{"token", func(c *Config) { c.Auth.Token = "a.b.c"; c.Auth.In = TokenInQuery }, ""},
+		{"token key", func(c *Config) {
+			c.Mode, c.Auth.Key, c.Auth.Subs, c.Auth.In = ModeIdle, "k", []string{"user:{sub}"}, TokenInSubprotocol
+		}, ""},
+		{"token and key", func(c *Config) { c.Auth.Token, c.Auth.Key = "a.b.c", "k" }, "not both"},
+		{"claims without key", func(c *Config) { c.Auth.Token, c.Auth.Channels = "a.b.c", []string{"chat:*"} }, "token-key"},
+		{"token in", func(c *Config) { c.Auth.Token, c.Auth.In = "a.b.c", "cookie" }, "token-in"},
+		{"token ttl", func(c *Config) { c.Auth.Key, c.Auth.TTL = "k", 0 }, "token-ttl"},
+		{"token blank", func(c *Config) { c.Auth.Token = "a b" }, "white space"},
+		{"protocol idle", func(c *Config) { c.Mode, c.Protocol = ModeIdle, true }, ""},
+		{"protocol echo", func(c *Config) { c.Protocol = true }, "protocol"},
 		// 15,000 measured + 2,000 slowloris + 500/s churn × 10 s hold.
 		{"attackers per proc", func(c *Config) { c.Conns = 15000; c.Attack.Slowloris = 2000; c.Attack.Churn = 500 }, "--procs 2"},
 	} {

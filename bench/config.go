@@ -90,8 +90,14 @@ type Config struct {
 	PingRate float64
 	// Attack adds hostile clients beside the measured ones (attack.go).
 	Attack AttackConfig
-	Token  string
-	Procs  int
+	// Auth is how the measured connections authenticate (token.go).
+	Auth TokenConfig
+	// Protocol makes idle and connect connections offer the subprotocol,
+	// which a wsedge server without --echo requires (broadcast always
+	// offers it). Implied by a token: only protocol connections
+	// authenticate.
+	Protocol bool
+	Procs    int
 	// Loops is event loops per process.
 	Loops int
 	// Sources is how many source addresses in 127.0.0.0/8 (from 127.0.0.2)
@@ -135,6 +141,7 @@ func Defaults() Config {
 		Sources:      200,
 		AbortRSS:     4 << 30,
 		Attack:       defaultAttack(),
+		Auth:         TokenConfig{TTL: time.Hour},
 	}
 }
 
@@ -182,6 +189,12 @@ func (cfg *Config) Validate() error {
 	}
 	if err := cfg.Attack.validate(); err != nil {
 		return err
+	}
+	if err := cfg.Auth.validate(); err != nil {
+		return err
+	}
+	if cfg.Protocol && cfg.Mode != ModeIdle && cfg.Mode != ModeConnect {
+		return fmt.Errorf("protocol: only for idle and connect, not %s", cfg.Mode)
 	}
 	if cfg.Attack.needsChannel() && !strings.Contains(cfg.Channel, ":") {
 		return fmt.Errorf("channel: %q is not namespace:name (never-reading and flooding attackers use it)", cfg.Channel)
@@ -245,6 +258,18 @@ func (cfg *Config) ChannelName(i int) string {
 		return cfg.Channel
 	}
 	return cfg.Channel + "-" + strconv.Itoa(i+1)
+}
+
+// offersProtocol reports whether connections of this run offer the
+// subprotocol.
+func (cfg *Config) offersProtocol() bool {
+	switch cfg.Mode {
+	case ModeBroadcast:
+		return true
+	case ModeIdle, ModeConnect:
+		return cfg.Protocol || cfg.Auth.any()
+	}
+	return false
 }
 
 // publishers returns the publisher connections of a broadcast run.

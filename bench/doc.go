@@ -28,6 +28,17 @@
 // sampled every 100 ms. With --ping-rate the subscribers also send the
 // protocol's ping command, an echo a protocol server answers.
 //
+// Connections can authenticate (TokenConfig, token.go): one token for all
+// (--token), or with --token-key one token per connection, sub "u<N>"
+// unique across the processes, minted by each process for its own
+// connections before it dials so that signing is never part of what is
+// measured, and kept back to back in one arena (the token's bytes plus 4
+// per connection). A token goes in the Authorization header, the query or
+// the subprotocol list; a subs claim makes the server subscribe the
+// connection at open, and the bench waits for those subscribed pushes
+// before the measured phase. Connect mode reports the server's CPU time
+// per handshake, read from /proc.
+//
 // Any mode can carry hostile clients (AttackConfig, attack*.go) beside the
 // measured ones: slowloris handshakes, never-reading subscribers, history
 // floods, oversize and overflowing frames, connection churn. Each kind is

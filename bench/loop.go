@@ -57,12 +57,16 @@ type conn struct {
 	fragOp     byte
 	subPending bool
 	quiet      bool // a slow subscriber not reading (see roleSlow)
+	// subsLeft counts the subscribed pushes still owed: the server
+	// subscribes a connection to its token's subs at open.
+	subsLeft uint8
 	// ch is a subscriber's channel index, or a publisher's first channel;
 	// a publisher sends to ch, ch+pubStride, … (pubCount channels) in turn.
 	ch        int32
 	pubStride int32
 	pubCount  int32
 	key       [24]byte
+	tok       int32 // its token in the worker's tokenSet; -1: none of its own
 	start     int64 // unix nanos of socket()
 	in        []byte
 	out       []byte
@@ -109,7 +113,8 @@ type loop struct {
 	inflight     int
 	maxInflight  int
 	dialCount    uint64
-	pendingSubs  int
+	pendingSubs  int     // subscribe replies and subscribed pushes owed
+	freeTok      []int32 // connect mode: the tokens of this loop's slots not in flight
 
 	running  bool
 	stopping bool
@@ -330,21 +335,29 @@ func (l *loop) dial(now int64, role uint8) {
 	l.stats.Dialed++
 	l.inflight++
 	t := &l.w.t
-	c := &conn{fd: -1, state: stConnecting, role: role, start: now}
-	if cfg := &l.w.cfg; cfg.Mode == ModeBroadcast {
-		// Assign the channel before anything can fail, so a failed dial
-		// does not shift the round-robin of the ones after it.
-		switch role {
-		case roleSub:
-			c.ch = int32(l.subNext % cfg.Channels)
-			l.subNext++
-		case roleSlow:
-			c.ch = int32(l.slowNext % cfg.Channels)
-			l.slowNext++
-		case rolePub:
-			p := cfg.publishers()
-			c.ch, c.pubStride, c.pubCount = int32(l.pubNext), int32(p), int32(share(cfg.Channels, l.pubNext, p))
-			l.pubNext++
+	c := &conn{fd: -1, state: stConnecting, role: role, start: now, tok: -1}
+	// Assign the channel and token before anything can fail, so a failed
+	// dial does not shift the round-robin of the ones after it. Channels
+	// is 1 outside broadcast.
+	cfg := &l.w.cfg
+	switch role {
+	case roleIdle, roleEcho, roleSub:
+		c.ch = int32(l.subNext % cfg.Channels)
+		c.tok = l.w.tokenPos(tokMeasured, l.subNext)
+		l.subNext++
+	case roleSlow:
+		c.ch = int32(l.slowNext % cfg.Channels)
+		c.tok = l.w.tokenPos(tokSlow, l.slowNext)
+		l.slowNext++
+	case rolePub:
+		p := cfg.publishers()
+		c.ch, c.pubStride, c.pubCount = int32(l.pubNext), int32(p), int32(share(cfg.Channels, l.pubNext, p))
+		c.tok = l.w.tokenPos(tokPub, l.pubNext)
+		l.pubNext++
+	case roleCycle:
+		if n := len(l.freeTok); n > 0 {
+			c.tok = l.freeTok[n-1]
+			l.freeTok = l.freeTok[:n-1]
 		}
 	}
 	var src [4]byte
@@ -364,6 +377,7 @@ func (l *loop) dial(now int64, role uint8) {
 		l.inflight--
 		l.stats.ConnectFailed++
 		l.fail(err)
+		l.releaseToken(c)
 		return
 	}
 	c.fd = fd
@@ -384,13 +398,26 @@ func (l *loop) onConnected(c *conn) {
 	}
 	c.state = stHandshake
 	newKey(c.key[:], &l.rng)
+	w := l.w
 	sub := ""
-	if c.role == roleSub || c.role == rolePub || c.role == roleSlow {
+	if w.proto {
 		sub = Subprotocol
 	}
-	t := &l.w.t
-	l.wbuf = appendUpgradeRequest(l.wbuf[:0], t.host, t.path, c.key[:], sub, l.w.cfg.Token)
+	tok := w.token
+	if c.tok >= 0 {
+		tok = w.tokens.get(c.tok)
+	}
+	l.wbuf = appendUpgradeRequest(l.wbuf[:0], w.t.host, w.t.path, c.key[:], sub, tok, w.cfg.Auth.where())
 	l.write(c, l.wbuf)
+}
+
+// releaseToken gives a connect-mode connection's token back to its slot
+// pool for the next dial.
+func (l *loop) releaseToken(c *conn) {
+	if c.role == roleCycle && c.tok >= 0 {
+		l.freeTok = append(l.freeTok, c.tok)
+		c.tok = -1
+	}
 }
 
 func (l *loop) onReadable(c *conn) {
@@ -548,6 +575,10 @@ func (l *loop) onOpen(c *conn) {
 	record(l.ctime, now-c.start)
 	if c.role != roleCycle {
 		l.inflight--
+		if n := l.w.subsPerConn; n > 0 {
+			c.subsLeft = uint8(n)
+			l.pendingSubs += n
+		}
 	}
 	switch c.role {
 	case roleEcho:
@@ -686,6 +717,10 @@ func pubChannel(c *conn, n uint64) int {
 }
 
 func (l *loop) onMessage(c *conn, op byte, msg []byte) {
+	if op == opText && bytes.HasPrefix(msg, keySubscribed) {
+		l.onSubscribed(c)
+		return
+	}
 	now := nowNanos()
 	switch c.role {
 	case roleEcho:
@@ -716,7 +751,24 @@ var (
 	keyS      = []byte(`"s":`)
 	keyLagged = []byte(`{"lagged":`)
 	keyDisc   = []byte(`{"disconnect":`)
+	// keySubscribed starts the push telling a connection that the server
+	// subscribed it to a channel of its token's subs claim.
+	keySubscribed = []byte(`{"subscribed":`)
 )
+
+// onSubscribed counts a subscribed push. An idle connection counts as
+// subscribed once it has every push its token owes it.
+func (l *loop) onSubscribed(c *conn) {
+	l.stats.ServerSubs++
+	if c.subsLeft == 0 {
+		return // more than the token promised: counted, not waited for
+	}
+	c.subsLeft--
+	l.pendingSubs--
+	if c.subsLeft == 0 && c.role == roleIdle {
+		l.stats.Subscribed++
+	}
+}
 
 // jsonInt returns the integer after key in msg. The protocol's messages are
 // flat enough that a key search is exact for the fields the bench reads. It
@@ -910,6 +962,9 @@ func (l *loop) closeConn(c *conn, err error) {
 		c.subPending = false
 		l.pendingSubs--
 	}
+	l.pendingSubs -= int(c.subsLeft)
+	c.subsLeft = 0
+	l.releaseToken(c)
 	if prev >= stOpen {
 		l.stats.Open--
 	}

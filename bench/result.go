@@ -55,6 +55,9 @@ type Result struct {
 	// PingLatency: ping command → reply (broadcast --ping-rate).
 	PingLatency *Summary `json:"ping_latency,omitempty"`
 
+	// Tokens: what the run minted (--token-key), nil if it minted none.
+	Tokens *TokenStats `json:"tokens,omitempty"`
+
 	// Attacks: what became of each kind of attacker (--slowloris …).
 	Attacks []AttackStats `json:"attacks,omitempty"`
 	// Aborted says why the measured phase ended before its duration
@@ -74,6 +77,32 @@ type Result struct {
 	// Timeline: one point per second of the measured phase and the drain,
 	// to tell a sustained rate from a backlog that grows.
 	Timeline []Second `json:"timeline,omitempty"`
+}
+
+// TokenStats describe the tokens a run minted before connecting, one per
+// connection (--token-key); part of a Result.
+type TokenStats struct {
+	Alg   string `json:"alg"`
+	In    string `json:"in"` // where connections sent them (TokenIn*)
+	Count int64  `json:"count"`
+	// Bytes: the tokens' bytes, as the client processes hold them.
+	Bytes int64 `json:"bytes"`
+	// MintSeconds: the longest any process took to mint its share.
+	MintSeconds float64 `json:"mint_s"`
+}
+
+func (t *TokenStats) add(o *TokenStats) *TokenStats {
+	if o == nil {
+		return t
+	}
+	if t == nil {
+		c := *o
+		return &c
+	}
+	t.Count += o.Count
+	t.Bytes += o.Bytes
+	t.MintSeconds = max(t.MintSeconds, o.MintSeconds)
+	return t
 }
 
 // Second is one point of a Result's timeline: messages received (echo
@@ -300,6 +329,13 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(&b, "  upgrade     %s\n", r.Latency)
 	case ModeIdle:
 		fmt.Fprintf(&b, "  held        %d open for %.1fs\n", s.Open, r.Duration)
+		if s.ServerSubs > 0 || s.Subscribed > 0 {
+			fmt.Fprintf(&b, "  subscribed  %d connections by their token (%d subscribed pushes)\n", s.Subscribed, s.ServerSubs)
+		}
+	}
+	if t := r.Tokens; t != nil && t.Count > 0 {
+		fmt.Fprintf(&b, "  tokens      %d %s minted before connecting in %.2fs, sent in the %s; %s (%.0f B each)\n",
+			t.Count, t.Alg, t.MintSeconds, t.In, fmtBytes(float64(t.Bytes)), float64(t.Bytes)/float64(t.Count))
 	}
 	if n := len(r.Timeline); n > 0 {
 		b.WriteString("  per second  p99")

@@ -377,6 +377,7 @@ func (r *runState) finish() error {
 		grown += m.RSS - m.RSSBase
 		cpu += m.CPU
 		res.Attacks = mergeAttacks(res.Attacks, m.Attacks)
+		res.Tokens = res.Tokens.add(m.Tokens)
 		for _, p := range []struct {
 			dst *hdr.Histogram
 			enc string

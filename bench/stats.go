@@ -15,8 +15,14 @@ type Stats struct {
 	Sent     int64 `json:"sent"`
 	Received int64 `json:"received"`
 	// Errors: error replies, protocol violations, unexpected messages.
-	Errors     int64 `json:"errors"`
+	Errors int64 `json:"errors"`
+	// Subscribed: broadcast subscribers whose subscribe the server
+	// acknowledged, or idle connections that got every subscribed push
+	// their token owes them.
 	Subscribed int64 `json:"subscribed"`
+	// ServerSubs counts subscribed pushes: subscriptions the server made
+	// itself from a token's subs claim.
+	ServerSubs int64 `json:"server_subs,omitempty"`
 	PublishOK  int64 `json:"publish_ok"`
 	// Unique deliveries (distinct sequence numbers per subscriber).
 	Unique     int64 `json:"unique"`
@@ -61,6 +67,7 @@ func (s *Stats) add(o Stats) {
 	s.Received += o.Received
 	s.Errors += o.Errors
 	s.Subscribed += o.Subscribed
+	s.ServerSubs += o.ServerSubs
 	s.PublishOK += o.PublishOK
 	s.Unique += o.Unique
 	s.Duplicates += o.Duplicates

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"strconv"
+	"strings"
 
 	"github.com/gobwas/ws"
 
@@ -31,19 +32,37 @@ const (
 var websocketGUID = []byte("258EAFA5-E914-47DA-95CA-C5AB0DC85B11")
 
 // appendUpgradeRequest appends an HTTP/1.1 upgrade request to dst. key is the
-// 24-byte base64 Sec-WebSocket-Key.
-func appendUpgradeRequest(dst []byte, host, path string, key []byte, subprotocol, token string) []byte {
+// 24-byte base64 Sec-WebSocket-Key. subprotocol, when set, is offered; a
+// token, when set, goes where in says (TokenIn*; a JWT needs no escaping in
+// a query).
+func appendUpgradeRequest(dst []byte, host, path string, key []byte, subprotocol string, token []byte, in string) []byte {
 	dst = append(dst, "GET "...)
 	dst = append(dst, path...)
+	if len(token) > 0 && in == TokenInQuery {
+		if strings.IndexByte(path, '?') >= 0 {
+			dst = append(dst, "&token="...)
+		} else {
+			dst = append(dst, "?token="...)
+		}
+		dst = append(dst, token...)
+	}
 	dst = append(dst, " HTTP/1.1\r\nHost: "...)
 	dst = append(dst, host...)
 	dst = append(dst, "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "...)
 	dst = append(dst, key...)
-	if subprotocol != "" {
+	inProto := len(token) > 0 && in == TokenInSubprotocol
+	if subprotocol != "" || inProto {
 		dst = append(dst, "\r\nSec-WebSocket-Protocol: "...)
 		dst = append(dst, subprotocol...)
+		if inProto {
+			if subprotocol != "" {
+				dst = append(dst, ", "...)
+			}
+			dst = append(dst, "token."...)
+			dst = append(dst, token...)
+		}
 	}
-	if token != "" {
+	if len(token) > 0 && (in == TokenInHeader || in == "") {
 		dst = append(dst, "\r\nAuthorization: Bearer "...)
 		dst = append(dst, token...)
 	}

@@ -77,30 +77,45 @@ func TestJSONInt(t *testing.T) {
 
 func TestUpgradeRequest(t *testing.T) {
 	key := []byte("dGhlIHNhbXBsZSBub25jZQ==")
-	plain := string(appendUpgradeRequest(nil, "127.0.0.1:8080", "/ws", key, "", ""))
-	full := string(appendUpgradeRequest(nil, "127.0.0.1:8080", "/ws?x=1", key, Subprotocol, "tok.en"))
+	tok := []byte("eyJ.eyJ.sig")
+	req := func(path, sub string, tok []byte, in string) string {
+		return string(appendUpgradeRequest(nil, "127.0.0.1:8080", path, key, sub, tok, in))
+	}
 	for _, tc := range []struct {
+		name string
 		req  string
 		want []string
 		not  []string
 	}{
-		{plain, []string{"GET /ws HTTP/1.1\r\n", "Host: 127.0.0.1:8080\r\n", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "Sec-WebSocket-Version: 13\r\n"},
-			[]string{"Authorization", "Sec-WebSocket-Protocol"}},
-		{full, []string{"GET /ws?x=1 HTTP/1.1\r\n", "Authorization: Bearer tok.en\r\n", "Sec-WebSocket-Protocol: wsedge.v1.json\r\n"}, nil},
+		{"plain", req("/ws", "", nil, TokenInHeader),
+			[]string{"GET /ws HTTP/1.1\r\n", "Host: 127.0.0.1:8080\r\n", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "Sec-WebSocket-Version: 13\r\n"},
+			[]string{"Authorization", "Sec-WebSocket-Protocol", "token"}},
+		{"header", req("/ws?x=1", Subprotocol, tok, TokenInHeader),
+			[]string{"GET /ws?x=1 HTTP/1.1\r\n", "Authorization: Bearer eyJ.eyJ.sig\r\n", "Sec-WebSocket-Protocol: wsedge.v1.json\r\n"},
+			[]string{"token="}},
+		{"header by default", req("/ws", "", tok, ""), []string{"Authorization: Bearer eyJ.eyJ.sig\r\n"}, nil},
+		{"query", req("/ws", Subprotocol, tok, TokenInQuery), []string{"GET /ws?token=eyJ.eyJ.sig HTTP/1.1\r\n"},
+			[]string{"Authorization", "token."}},
+		{"query after another", req("/ws?x=1", "", tok, TokenInQuery), []string{"GET /ws?x=1&token=eyJ.eyJ.sig HTTP/1.1\r\n"}, nil},
+		{"subprotocol", req("/ws", Subprotocol, tok, TokenInSubprotocol),
+			[]string{"Sec-WebSocket-Protocol: wsedge.v1.json, token.eyJ.eyJ.sig\r\n"}, []string{"Authorization", "token="}},
+		{"subprotocol alone", req("/ws", "", tok, TokenInSubprotocol), []string{"Sec-WebSocket-Protocol: token.eyJ.eyJ.sig\r\n"}, nil},
 	} {
-		if !strings.HasSuffix(tc.req, "\r\n\r\n") || strings.Count(tc.req, "\r\n\r\n") != 1 {
-			t.Fatalf("request not terminated once:\n%q", tc.req)
-		}
-		for _, w := range tc.want {
-			if !strings.Contains(tc.req, w) {
-				t.Errorf("request lacks %q:\n%s", w, tc.req)
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.HasSuffix(tc.req, "\r\n\r\n") || strings.Count(tc.req, "\r\n\r\n") != 1 {
+				t.Fatalf("request not terminated once:\n%q", tc.req)
 			}
-		}
-		for _, n := range tc.not {
-			if strings.Contains(tc.req, n) {
-				t.Errorf("request has %q:\n%s", n, tc.req)
+			for _, w := range tc.want {
+				if !strings.Contains(tc.req, w) {
+					t.Errorf("request lacks %q:\n%s", w, tc.req)
+				}
 			}
-		}
+			for _, n := range tc.not {
+				if strings.Contains(tc.req, n) {
+					t.Errorf("request has %q:\n%s", n, tc.req)
+				}
+			}
+		})
 	}
 }
 
@@ -123,6 +138,20 @@ func TestHotPathAllocs(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("client hot path allocates %.1f times per message", allocs)
+	}
+	// Connect mode writes an upgrade request per handshake, with a token
+	// from the arena, into the loop's buffer.
+	key := make([]byte, 24)
+	tok := bytes.Repeat([]byte{'t'}, 300)
+	buf = make([]byte, 0, 1024)
+	for _, in := range []string{TokenInHeader, TokenInQuery, TokenInSubprotocol} {
+		allocs = testing.AllocsPerRun(100, func() {
+			newKey(key, &rng)
+			buf = appendUpgradeRequest(buf[:0], "127.0.0.1:8080", "/ws", key, Subprotocol, tok, in)
+		})
+		if allocs != 0 {
+			t.Fatalf("upgrade request with the token in the %s allocates %.1f times", in, allocs)
+		}
 	}
 }
 

@@ -50,6 +50,8 @@ type message struct {
 	// CPU is the CPU time the worker process used in the measured phase and
 	// drain, in seconds (done only).
 	CPU float64 `json:"cpu_s,omitempty"`
+	// Tokens describes the tokens the worker minted (done only).
+	Tokens *TokenStats `json:"tokens,omitempty"`
 	// Spec is the child's assignment, in the first line the parent sends.
 	Spec *childSpec `json:"spec,omitempty"`
 }
@@ -68,6 +70,74 @@ type worker struct {
 	// connLoops is how many loops carry the connections; a loop after them
 	// only carries the broadcast publisher.
 	connLoops int
+	// Authentication: every connection's own token (nil without
+	// --token-key), else the one token all send (empty for none); the
+	// subscribed pushes each connection is owed; whether connections
+	// offer the subprotocol.
+	tokens      *tokenSet
+	token       []byte
+	subsPerConn int
+	proto       bool
+}
+
+// tokenPos returns the token of connection i of kind k, -1 if there is
+// no token per connection.
+func (w *worker) tokenPos(k, i int) int32 {
+	if w.tokens == nil {
+		return -1
+	}
+	return w.tokens.pos(k, i)
+}
+
+// attackToken is what every attacker sends: the run's one token, or one
+// minted for a user of its own.
+func (w *worker) attackToken() []byte {
+	if w.tokens != nil {
+		return w.tokens.attack
+	}
+	return w.token
+}
+
+// tokenRanges says which connections of each kind this worker opens, and
+// their global numbers. Connect mode reuses a slot's token for each of
+// its handshakes in turn; a slot is one of the --conns handshakes in
+// flight, numbered across the loops of every process.
+func (w *worker) tokenRanges() (r [numTokKinds]tokenRange) {
+	cfg := &w.cfg
+	if cfg.Mode == ModeConnect {
+		n := w.count * w.connLoops
+		lo := shareStart(cfg.Conns, w.index*w.connLoops, n)
+		r[tokMeasured] = tokenRange{lo: lo, id: lo, n: shareStart(cfg.Conns, (w.index+1)*w.connLoops, n) - lo}
+		return r
+	}
+	lo := shareStart(cfg.Conns, w.index, w.count)
+	r[tokMeasured] = tokenRange{lo: lo, id: lo, n: w.conns}
+	lo = shareStart(cfg.Slow, w.index, w.count)
+	r[tokSlow] = tokenRange{lo: lo, id: cfg.Conns + lo, n: w.slow}
+	if cfg.Mode == ModeBroadcast && w.index == 0 {
+		r[tokPub] = tokenRange{id: cfg.Conns + cfg.Slow, n: cfg.publishers()}
+	}
+	return r
+}
+
+// setupAuth mints the worker's tokens, if it has a key, before any loop
+// runs: minting is not part of what a run measures.
+func (w *worker) setupAuth() error {
+	cfg := &w.cfg
+	w.proto = cfg.offersProtocol()
+	w.subsPerConn = min(255, cfg.Auth.subsPerConn())
+	if cfg.Auth.Token != "" {
+		w.token = []byte(cfg.Auth.Token)
+	}
+	if cfg.Auth.Key == "" {
+		return nil
+	}
+	ts, err := newTokenSet(&cfg.Auth, w.tokenRanges(), cfg.Attack.any())
+	if err != nil {
+		return err
+	}
+	w.tokens = ts
+	return nil
 }
 
 // chanJSON returns channel i's name as a JSON string.
@@ -111,6 +181,9 @@ func runWorker(ctx context.Context, cfg Config, index, count int, in <-chan mess
 	// The broadcast publisher gets a loop of its own so its sends leave on
 	// time however busy the subscriber loops are.
 	w.connLoops = cfg.loops()
+	if err := w.setupAuth(); err != nil {
+		return err
+	}
 	total := w.connLoops
 	if cfg.Mode == ModeBroadcast && index == 0 {
 		total++
@@ -369,6 +442,10 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	})
 	final.Lat, final.Conn, final.Lag, final.Ping = encodeHist(lat), encodeHist(conn), encodeHist(lag), encodeHist(ping)
 	final.RSS, final.RSSBase = readSelfRSS(), rssBase
+	if ts := w.tokens; ts != nil {
+		final.Tokens = &TokenStats{Alg: ts.alg.String(), In: cfg.Auth.where(), Count: int64(ts.len()),
+			Bytes: int64(len(ts.arena)), MintSeconds: ts.took.Seconds()}
+	}
 	if cpu1, err := readCPU(os.Getpid()); err == nil {
 		final.CPU = (cpu1 - cpu0).Seconds()
 	}
@@ -451,7 +528,15 @@ func (l *loop) start() {
 			}
 		}
 	case ModeConnect:
-		k := share(cfg.Conns, l.w.index*l.w.connLoops+l.id, l.w.count*l.w.connLoops)
+		slot := l.w.index*l.w.connLoops + l.id
+		k := share(cfg.Conns, slot, l.w.count*l.w.connLoops)
+		if l.w.tokens != nil {
+			first := shareStart(cfg.Conns, slot, l.w.count*l.w.connLoops)
+			l.freeTok = make([]int32, k)
+			for j := range k {
+				l.freeTok[j] = l.w.tokens.pos(tokMeasured, first+j)
+			}
+		}
 		l.dialRole = roleCycle
 		l.pendingDials = k
 		l.maxInflight = k

@@ -31,6 +31,9 @@ examples:
   wsedge bench broadcast --conns 19000 --channels 1000 --rate 50 --procs 2
   wsedge bench broadcast --conns 1000 --slow 1000 --rate 10000 --server-pid 1234
   wsedge bench connect --conns 64 --duration 10s
+  wsedge bench connect --conns 10000 --duration 10s --token-key secret --token-channels 'chat:*'
+                                                              (a token of its own per connection, minted first)
+  wsedge bench idle --conns 19000 --procs 2 --token-key secret --token-subs 'user:{sub}' --server-pid 1234
   wsedge bench broadcast --conns 5000 --rate 2 --size 64 --ping-rate 10 --procs 2 \
       --server-pid PID --server-metrics http://ADMIN/metrics --server-rss-bound 2GiB \
       --slowloris 2000 --no-read 1000 --history-flood 100 --oversize 5 --overflow 5 --churn 500
@@ -91,7 +94,16 @@ func runBench(args []string) int {
 	fs.Float64Var(&a.Churn, "churn", a.Churn, "attackers per second that upgrade and close at once")
 	fs.DurationVar(&a.Hold, "attack-hold", a.Hold, "longest life of one attacker connection")
 	fs.IntVar(&a.Sources, "attack-sources", a.Sources, "source addresses 127.1.0.1… attackers are spread over (apart from the measured clients')")
-	fs.StringVar(&cfg.Token, "token", cfg.Token, "sent as Authorization: Bearer <token>")
+	tc := &cfg.Auth
+	fs.StringVar(&tc.Token, "token", tc.Token, "one token every connection sends (see --token-in)")
+	fs.StringVar(&tc.Key, "token-key", tc.Key, "mint one token per connection (sub u<N>) before connecting, with this key: an HS256 secret file or a PEM private key (RS256, ES256, EdDSA)")
+	channels, publish, subs := listFlag{&tc.Channels}, listFlag{&tc.Publish}, listFlag{&tc.Subs}
+	fs.Var(channels, "token-channels", "comma-separated read patterns of minted tokens, e.g. 'chat:*,user:{sub}'")
+	fs.Var(publish, "token-publish", "comma-separated publish patterns of minted tokens")
+	fs.Var(subs, "token-subs", "comma-separated channels the server subscribes each connection to, e.g. 'user:{sub}' (idle waits for each subscribed push)")
+	fs.DurationVar(&tc.TTL, "token-ttl", tc.TTL, "validity of minted tokens")
+	fs.StringVar(&tc.In, "token-in", bench.TokenInHeader, "where the token goes: header (Authorization: Bearer), query (?token=) or subprotocol (token.<jwt> entry)")
+	fs.BoolVar(&cfg.Protocol, "protocol", cfg.Protocol, "idle, connect: offer the wsedge.v1.json subprotocol, which a wsedge server without --echo requires (implied by a token)")
 	fs.IntVar(&cfg.Procs, "procs", cfg.Procs, "client processes to spread connections over (≤19,500 each)")
 	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops per process (0 = cores/procs)")
 	fs.IntVar(&cfg.Sources, "sources", cfg.Sources, "source addresses 127.0.0.2… to spread loopback connections over")
@@ -229,6 +241,27 @@ func runBenchTable(args []string) int {
 		return 1
 	}
 	return 0
+}
+
+// listFlag is a flag holding a comma-separated list; empty entries are
+// dropped.
+type listFlag struct{ p *[]string }
+
+func (f listFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	return strings.Join(*f.p, ",")
+}
+
+func (f listFlag) Set(s string) error {
+	*f.p = nil
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			*f.p = append(*f.p, e)
+		}
+	}
+	return nil
 }
 
 // bytesFlag is a flag holding a byte count written like 512MiB or 4G.
