@@ -151,6 +151,12 @@ type ServerStats struct {
 	// CPU is the server's CPU use over the measured phase, in percent of
 	// one core.
 	CPU float64 `json:"cpu_percent"`
+	// CPUPerHandshake (connect mode) is the server's CPU time from the
+	// start of the measured phase until the last worker finished its
+	// drain, in which the handshakes in flight at the end complete,
+	// divided by the handshakes: each a TCP accept, upgrade, close
+	// handshake and close. Microseconds.
+	CPUPerHandshake float64 `json:"cpu_per_handshake_us,omitempty"`
 	// Slow-consumer counters from the server's /metrics after the run:
 	// connections closed by the close policy, messages dropped by lag.
 	SlowClosed int64 `json:"slow_closed,omitempty"`
@@ -327,6 +333,9 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(&b, "  load        %d handshakes in flight for %.1fs\n", r.Conns, r.Duration)
 		fmt.Fprintf(&b, "  handshakes  %d  (%.0f/s)  errors %d\n", s.Handshakes, r.HandshakesPerSec, s.Errors)
 		fmt.Fprintf(&b, "  upgrade     %s\n", r.Latency)
+		if sv := r.Server; sv != nil && sv.CPUPerHandshake > 0 {
+			fmt.Fprintf(&b, "  server CPU  %.1f µs per handshake\n", sv.CPUPerHandshake)
+		}
 	case ModeIdle:
 		fmt.Fprintf(&b, "  held        %d open for %.1fs\n", s.Open, r.Duration)
 		if s.ServerSubs > 0 || s.Subscribed > 0 {

@@ -177,6 +177,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				if !r.stopped.IsZero() {
 					r.drain = time.Since(r.stopped)
 				}
+				if cfg.Mode == ModeConnect && cfg.ServerPID > 0 {
+					if cpu, err := readCPU(cfg.ServerPID); err == nil {
+						r.serverCPU = cpu - serverCPU0
+					}
+				}
 				mm := m
 				r.done[m.Worker] = &mm
 				if rssTick != nil {
@@ -247,6 +252,9 @@ type runState struct {
 	started  time.Time      // start of the measured phase
 	stopped  time.Time      // when the measured phase ended
 	drain    time.Duration  // from then until the last worker finished
+	// serverCPU: the server's CPU time from the start of the measured
+	// phase to the latest worker result (connect mode).
+	serverCPU time.Duration
 }
 
 func (r *runState) mark(t time.Time) {
@@ -430,6 +438,9 @@ func (r *runState) finish() error {
 		res.MsgPerSec = float64(s.Received) / res.Duration
 	case ModeConnect:
 		res.HandshakesPerSec = float64(s.Handshakes) / res.Duration
+		if res.Server != nil && s.Handshakes > 0 && r.serverCPU > 0 {
+			res.Server.CPUPerHandshake = float64(r.serverCPU.Microseconds()) / float64(s.Handshakes)
+		}
 	}
 	// Workers take their RSS before dialing and again with every connection
 	// still open, so the difference is what the connections cost the client
