@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -39,9 +40,10 @@ func buildBinary(t *testing.T, dir, pkg, name string) (string, string) {
 // line on stderr. The process is killed at the end of the test.
 func startServer(t *testing.T, bin string, args ...string) server {
 	t.Helper()
-	if len(args) > 0 && args[0] == "serve" {
-		// The load generator presents no token: benchmark servers run
-		// without authentication (BENCHMARKS.md says so).
+	if len(args) > 0 && args[0] == "serve" && !slices.ContainsFunc(args, func(a string) bool { return strings.HasPrefix(a, "--auth-") }) {
+		// Without a key of the test's own the load generator presents no
+		// token: benchmark servers run without authentication
+		// (BENCHMARKS.md says so).
 		args = append(args, "--insecure-no-auth")
 	}
 	cmd := exec.Command(bin, args...)
