@@ -78,9 +78,9 @@ func newAuthState(cfg *Config, set *vm.Set) (*authState, error) {
 
 // verify authenticates one upgrade on a loop goroutine: the identity, or
 // the refusal the Upgrader answers with and its reason for the log.
-func (a *authState) verify(ex *auth.Extractor) (auth.Identity, error, auth.Reason) {
+func (a *authState) verify(ex *auth.Extractor) (auth.Identity, auth.Reason, error) {
 	if a.v == nil {
-		return auth.Unrestricted(), nil, 0
+		return auth.Unrestricted(), 0, nil
 	}
 	tok, _ := ex.Token()
 	id, err := a.v.Verify(tok)
@@ -90,11 +90,11 @@ func (a *authState) verify(ex *auth.Extractor) (auth.Identity, error, auth.Reaso
 			c.Inc()
 		}
 		if rej := a.rejects[r]; rej != nil {
-			return id, rej, r
+			return id, r, rej
 		}
-		return id, a.rejects[auth.ReasonMalformed], r
+		return id, r, a.rejects[auth.ReasonMalformed]
 	}
-	return id, nil, 0
+	return id, 0, nil
 }
 
 func (a *authState) close() {

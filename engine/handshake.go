@@ -122,7 +122,7 @@ func (h *upgrader) beforeUpgrade() (ws.HandshakeHeader, error) {
 	if !h.protocol {
 		return nil, errNoSubprotocol
 	}
-	id, err, reason := h.auth.verify(&h.ex)
+	id, reason, err := h.auth.verify(&h.ex)
 	if err != nil {
 		h.refusal = reason
 		return nil, err

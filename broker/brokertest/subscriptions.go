@@ -61,7 +61,7 @@ func testManyChannels(t *testing.T, b broker.Broker) {
 	runParallel(t, goroutines, func(int) error {
 		for i := next.Add(1) - 1; i < channels; i = next.Add(1) - 1 {
 			if err := b.Subscribe(ctx, chs[i]); err != nil {
-				return fmt.Errorf("Subscribe %s: %w", chs[i], err)
+				return fmt.Errorf("subscribe %s: %w", chs[i], err)
 			}
 		}
 		return nil
