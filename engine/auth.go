@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"hash/maphash"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -235,7 +236,7 @@ func (l *loop) refresh(c *conn) error {
 		s := sess.subs[i]
 		if !id.CanSubscribe([]byte(s.Channel())) {
 			ch := s.Channel()
-			sess.subs = append(sess.subs[:i], sess.subs[i+1:]...)
+			sess.subs = slices.Delete(sess.subs, i, i+1)
 			l.leave(s)
 			if !c.writeFrame(frame.OpText, protocol.AppendUnsubscribedPush(l.out[:0], ch)) {
 				return errStop

@@ -449,30 +449,23 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 		}
 		return gnet.None, false
 	}
-	if c.sess != nil && c.sess.inflight > 0 {
-		// A broker op of this connection is in flight: its input waits
-		// (gnet re-armed reading when its outbound buffer emptied).
+	// Not reading: a broker op of this connection is in flight, or its
+	// unsent replies are over the bound. gnet re-armed reading (its
+	// outbound buffer emptied) or we woke the connection after resuming it.
+	busy := c.sess != nil && c.sess.inflight > 0
+	if busy || c.paused && c.overBound() {
 		if len(buf) > inboundPauseCap+s.cfg.MaxMessage {
 			l.limitClose(c, metrics.LimitInboundClose, protocol.DisconnectNotReading, "input over limit while not reading", true)
 			_, _ = gc.Discard(-1)
 			return gnet.None, false
 		}
-		l.setReading(c, false)
-		return gnet.None, false
-	}
-	if c.paused {
-		// gnet re-armed reading (its outbound buffer emptied) or we woke
-		// the connection after resuming it.
-		if c.overBound() {
-			if len(buf) > inboundPauseCap+s.cfg.MaxMessage {
-				l.limitClose(c, metrics.LimitInboundClose, protocol.DisconnectNotReading, "input over limit while not reading", true)
-				_, _ = gc.Discard(-1)
-				return gnet.None, false
-			}
-			return gnet.None, true
+		if busy {
+			l.setReading(c, false) // handleOp reads it again
+			return gnet.None, false
 		}
-		c.paused = false // checkPaused drops its entry
+		return gnet.None, true
 	}
+	c.paused = false // checkPaused drops its entry
 	off := 0
 	if c.state == stateHandshake {
 		end := requestEnd(buf, int(c.hsScan))
