@@ -292,15 +292,16 @@ type heldPushes struct {
 type heldPush struct {
 	f      *shard.Frame
 	offset uint64
+	epoch  string
 }
 
-func (h *heldPushes) add(f *shard.Frame, offset uint64, maxBytes int) {
+func (h *heldPushes) add(f *shard.Frame, offset uint64, epoch string, maxBytes int) {
 	if h.lost || h.bytes+f.Cost() > maxBytes {
 		h.lost = true
 		return
 	}
 	f.Retain()
-	h.pushes = append(h.pushes, heldPush{f, offset})
+	h.pushes = append(h.pushes, heldPush{f, offset, epoch})
 	h.bytes += f.Cost()
 }
 

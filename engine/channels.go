@@ -44,6 +44,8 @@ type subscription struct {
 	ns      *Namespace
 	hold    *heldPushes // while its subscribe waits on an async broker
 	last    uint64      // offset of the last publication delivered or known from the subscribe reply
+	epoch   string      // epoch of last's stream
+	told    bool        // the client was told to recover after last (lagged), so a jump past it needs no notice
 	lagging bool        // frames are being dropped (policy "lag") until the queue drains
 }
 
@@ -267,7 +269,7 @@ func (l *loop) completeSubscribe(op *brokerOp) error {
 		return l.replyErrorID(c, op.id, protocol.CodeUnavailable, protocol.MsgUnavailable)
 	}
 	ns, res := op.ns, &op.res
-	sub.last = res.Position.Offset
+	sub.last, sub.epoch = res.Position.Offset, res.Position.Epoch
 	if ns.JoinLeave {
 		l.srv.pushToChannel(op.ch, 0, protocol.AppendJoin(l.out[:0], op.ch, c.sess.clientID(), c.sess.user, op.info.Info))
 	}
@@ -298,13 +300,14 @@ func (l *loop) completeSubscribe(op *brokerOp) error {
 			// Some were dropped while held: the client recovers
 			// everything after the position it was just given.
 			hold.release()
+			sub.told = true
 			if !c.writeFrame(frame.OpText, protocol.AppendLagged(l.out[:0], op.ch, sub.last)) {
 				return errStop
 			}
 			return nil
 		}
 		for _, h := range hold.pushes {
-			l.enqueue(sub, h.f, h.offset)
+			l.enqueue(sub, op.ch, h.f, h.offset, h.epoch)
 		}
 		hold.release()
 	}

@@ -16,7 +16,7 @@ import (
 func (s *Server) onPublication(channel string, pub broker.Publication) {
 	s.m.Publications.Inc()
 	f := encodePush(channel, pub.Offset, pub.Data)
-	s.post(channel, pub.Offset, f)
+	s.post(channel, pub.Offset, pub.Epoch, f)
 }
 
 // pushToChannel sends a push that is not a publication (join, leave) to
@@ -24,12 +24,12 @@ func (s *Server) onPublication(channel string, pub broker.Publication) {
 func (s *Server) pushToChannel(channel string, offset uint64, msg []byte) {
 	f := shard.NewFrame(len(msg) + frame.MaxHeaderSize)
 	f.Buf = frame.AppendFrame(f.Buf[:0], frame.OpText, msg)
-	s.post(channel, offset, f)
+	s.post(channel, offset, "", f)
 }
 
 // post gives one reference of f to every loop with local subscribers and
 // drops the caller's.
-func (s *Server) post(channel string, offset uint64, f *shard.Frame) {
+func (s *Server) post(channel string, offset uint64, epoch string, f *shard.Frame) {
 	set, ch := s.hub.Lookup(channel) // ch: the name boxed once per channel
 	loops := *s.byIdx.Load()
 	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
@@ -39,7 +39,7 @@ func (s *Server) post(channel string, offset uint64, f *shard.Frame) {
 		l := loops[i]
 		f.Retain()
 		l.inboxBytes.Add(int64(f.Cost()))
-		if l.inbox.Push(shard.Msg{Kind: msgPush, Conn: offset, Frame: f, Ptr: ch}) {
+		if l.inbox.Push(shard.Msg{Kind: msgPush, Conn: offset, Frame: f, Ptr: ch, Epoch: epoch}) {
 			l.wake()
 		}
 	}
@@ -119,20 +119,26 @@ func (l *loop) handleMsg(m shard.Msg) {
 	if m.Kind == msgPush {
 		// Backwards: a slow-consumer close may remove the current
 		// subscriber from the list (swap-remove from the end).
-		subs := l.index.Subs(m.Ptr.(string))
+		ch := m.Ptr.(string)
+		subs := l.index.Subs(ch)
 		for i := len(subs) - 1; i >= 0; i-- {
-			l.enqueue(subs[i].Conn, m.Frame, m.Conn)
+			l.enqueue(subs[i].Conn, ch, m.Frame, m.Conn, m.Epoch)
 		}
 	}
 	m.Frame.Release()
 }
 
 // enqueue queues f for one subscriber, applying the slow-consumer policy
-// when the connection's queue is full. It does not allocate.
-func (l *loop) enqueue(sub *subscription, f *shard.Frame, offset uint64) {
+// when the connection's queue is full. A publication (offset > 0) is
+// checked against the subscription's position first: at or below it, it
+// was in the subscribe reply; in another epoch, the channel's stream was
+// lost and restarted, and the client is told (reset push) before it gets
+// the new stream's publications; past a gap, the client is told what it
+// missed (lagged push). It does not allocate on the common path.
+func (l *loop) enqueue(sub *subscription, ch string, f *shard.Frame, offset uint64, epoch string) {
 	c := sub.c
 	if sub.hold != nil {
-		sub.hold.add(f, offset, l.srv.cfg.MaxOutboundBytes)
+		sub.hold.add(f, offset, epoch, l.srv.cfg.MaxOutboundBytes)
 		return
 	}
 	if c.state != stateOpen || sub.lagging {
@@ -142,10 +148,39 @@ func (l *loop) enqueue(sub *subscription, f *shard.Frame, offset uint64) {
 		return
 	}
 	if offset != 0 {
-		if offset <= sub.last {
+		switch {
+		case epoch != sub.epoch && epoch != "":
+			// A new stream: its offsets start again at 1 and say
+			// nothing about the old one's.
+			l.srv.m.StreamResets.Inc()
+			if !l.notice(c, sub, protocol.AppendReset(l.out[:0], ch, offset-1, epoch)) {
+				return
+			}
+			sub.epoch, sub.told = epoch, false
+		case offset <= sub.last:
 			return // already in the subscribe reply
+		case offset > sub.last+1 && !sub.told:
+			// Publications in between never reached this node (a
+			// broker connection lost and resubscribed): the client
+			// recovers them from history.
+			l.srv.m.DeliveryGaps.Inc()
+			if !l.notice(c, sub, protocol.AppendLagged(l.out[:0], ch, sub.last)) {
+				return
+			}
 		}
 	}
+	if !l.queue(c, sub, f) {
+		return
+	}
+	if offset != 0 {
+		sub.last, sub.told = offset, false
+	}
+	l.tally.deliveries++
+}
+
+// queue puts f on c's outbound queue behind what is there, applying the
+// slow-consumer policy when it is full; false when f was not queued.
+func (l *loop) queue(c *conn, sub *subscription, f *shard.Frame) bool {
 	sess := c.sess
 	maxB, maxM := l.srv.cfg.MaxOutboundBytes, l.srv.cfg.MaxOutboundMessages
 	if !sess.q.Push(f, maxB, maxM) {
@@ -154,21 +189,28 @@ func (l *loop) enqueue(sub *subscription, f *shard.Frame, offset uint64) {
 		// write what waits first and look again.
 		l.flush(c)
 		if c.state != stateOpen {
-			return
+			return false
 		}
 		if !sess.q.Push(f, maxB, maxM) {
 			l.slowConsumer(c, sub)
-			return
+			return false
 		}
 	}
-	if offset != 0 {
-		sub.last = offset
-	}
-	l.tally.deliveries++
 	if !sess.touched {
 		sess.touched = true
 		l.touched = append(l.touched, c)
 	}
+	return true
+}
+
+// notice queues a push of the loop's own (msg) on c's outbound queue, in
+// order with the publications around it. Rare: it takes a pooled frame.
+func (l *loop) notice(c *conn, sub *subscription, msg []byte) bool {
+	f := shard.NewFrame(len(msg) + frame.MaxHeaderSize)
+	f.Buf = frame.AppendFrame(f.Buf[:0], frame.OpText, msg)
+	ok := l.queue(c, sub, f)
+	f.Release()
+	return ok && c.state == stateOpen
 }
 
 func (l *loop) slowConsumer(c *conn, sub *subscription) {
@@ -230,6 +272,7 @@ func (l *loop) endLag(c *conn) {
 			continue
 		}
 		sub.lagging = false
+		sub.told = true
 		c.sess.lagging--
 		if !c.writeFrame(frame.OpText, protocol.AppendLagged(l.out[:0], s.Channel(), sub.last)) {
 			return

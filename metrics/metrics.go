@@ -46,6 +46,8 @@ type Metrics struct {
 	Paused          *vm.Counter // reading stopped because a connection's unsent replies were over the bound
 	OverloadRefused *vm.Counter // publishes refused with "overloaded" because a target loop's inbox was full
 	AuthExpired     *vm.Counter // connections closed (4004) for not refreshing an expired token
+	StreamResets    *vm.Counter // reset pushes: a subscribed channel's history stream restarted with a new epoch
+	DeliveryGaps    *vm.Counter // lagged pushes for publications that never reached this node (offset jumps)
 
 	rejected map[RejectReason]*vm.Counter
 	limited  map[LimitReason]*vm.Counter
@@ -138,6 +140,8 @@ func New() *Metrics {
 		Paused:           s.NewCounter(`wsedge_read_paused_total`),
 		OverloadRefused:  s.NewCounter(`wsedge_overloaded_total`),
 		AuthExpired:      s.NewCounter(`wsedge_auth_expired_total`),
+		StreamResets:     s.NewCounter(`wsedge_stream_resets_total`),
+		DeliveryGaps:     s.NewCounter(`wsedge_delivery_gaps_total`),
 		rejected:         make(map[RejectReason]*vm.Counter, len(rejectReasons)),
 		limited:          make(map[LimitReason]*vm.Counter, len(limitReasons)),
 	}

@@ -173,6 +173,23 @@ func AppendLagged(dst []byte, channel string, offset uint64) []byte {
 	return append(dst, "}}"...)
 }
 
+// AppendReset appends a stream reset notice
+// {"reset":{"channel":channel,"offset":offset,"epoch":epoch}}: the
+// channel's history stream was lost and restarted with a new epoch while
+// the client stayed subscribed. Publications of the old stream after the
+// last one the client applied may be lost (treat it like recovered:
+// false); its position is now {offset, epoch}, and the publications that
+// follow continue from there.
+func AppendReset(dst []byte, channel string, offset uint64, epoch string) []byte {
+	dst = append(dst, `{"reset":{"channel":`...)
+	dst = appendString(dst, channel)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendUint(dst, offset, 10)
+	dst = append(dst, `,"epoch":`...)
+	dst = appendString(dst, epoch)
+	return append(dst, "}}"...)
+}
+
 // AppendRefreshPush appends {"refresh":{}}: the connection's token has
 // expired; the client sends the refresh command with a new one within the
 // server's refresh window or is disconnected (4004).

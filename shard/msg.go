@@ -13,4 +13,7 @@ type Msg struct {
 	Conn  uint64
 	Frame *Frame
 	Ptr   any
+	// Epoch is the history stream's epoch of a publication (engine
+	// defined); a string header copy, it does not allocate.
+	Epoch string
 }
