@@ -238,7 +238,7 @@ func (a *attackLoop) dial(k int, now int64) {
 	if k == kindNoRead || k == kindFlood {
 		rcvbuf = slowRcvBuf
 	}
-	fd, err := a.l.openSocket(rcvbuf, src)
+	fd, err := a.l.openSocket(&a.l.w.t, rcvbuf, src)
 	if err != nil {
 		ks.stats.outcome(errOutcome(err))
 		return

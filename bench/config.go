@@ -54,8 +54,13 @@ var ErrNotAvailable = errors.New("not available yet")
 // It is a plain value: Run copies it and hands each worker its own copy.
 type Config struct {
 	Mode Mode
-	// URL is the WebSocket endpoint, ws://host:port/path (IPv4 only).
+	// URL is the WebSocket endpoint, ws://host:port/path (IPv4 only), or
+	// several separated by commas (the nodes of a cluster): subscribers
+	// of each channel are spread over them in turn.
 	URL string
+	// PublishURL, when set, is where broadcast publishers connect (another
+	// node of a cluster, for cross-node delivery); default the first URL.
+	PublishURL string
 	// Conns: idle and echo connections, broadcast subscribers, or the
 	// number of handshakes in flight in connect mode.
 	Conns int
@@ -241,14 +246,38 @@ func (cfg *Config) Validate() error {
 	if cfg.Sources < 1 || cfg.Sources > 253 {
 		return fmt.Errorf("sources: %d out of range 1..253", cfg.Sources)
 	}
-	t, err := resolveTarget(cfg.URL)
+	ts, err := cfg.targets()
 	if err != nil {
-		return fmt.Errorf("url: %w", err)
+		return err
 	}
-	if !t.loopback && !cfg.AllowRemote {
-		return fmt.Errorf("url: %s is not a loopback address; pass --allow-remote to load another host", cfg.URL)
+	for _, t := range ts {
+		if !t.loopback && !cfg.AllowRemote {
+			return fmt.Errorf("url: %s is not a loopback address; pass --allow-remote to load another host", t.host)
+		}
 	}
 	return nil
+}
+
+// targets resolves the URLs, then the publish URL (the first URL's
+// target again when there is none).
+func (cfg *Config) targets() ([]target, error) {
+	var ts []target
+	for _, raw := range strings.Split(cfg.URL, ",") {
+		t, err := resolveTarget(strings.TrimSpace(raw))
+		if err != nil {
+			return nil, fmt.Errorf("url %q: %w", raw, err)
+		}
+		ts = append(ts, t)
+	}
+	pub := ts[0]
+	if cfg.PublishURL != "" {
+		t, err := resolveTarget(cfg.PublishURL)
+		if err != nil {
+			return nil, fmt.Errorf("publish-url: %w", err)
+		}
+		pub = t
+	}
+	return append(ts, pub), nil
 }
 
 // ChannelName is the name of broadcast channel i (0-based): Channel itself

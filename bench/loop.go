@@ -67,6 +67,7 @@ type conn struct {
 	pubCount  int32
 	key       [24]byte
 	tok       int32 // its token in the worker's tokenSet; -1: none of its own
+	t         *target // the node it connects to
 	start     int64 // unix nanos of socket()
 	in        []byte
 	out       []byte
@@ -334,8 +335,9 @@ func (l *loop) fail(err error) {
 func (l *loop) dial(now int64, role uint8) {
 	l.stats.Dialed++
 	l.inflight++
-	t := &l.w.t
 	c := &conn{fd: -1, state: stConnecting, role: role, start: now, tok: -1}
+	c.t = l.w.target(role, l.subNext, l.slowNext)
+	t := c.t
 	// Assign the channel and token before anything can fail, so a failed
 	// dial does not shift the round-robin of the ones after it. Channels
 	// is 1 outside broadcast.
@@ -372,7 +374,7 @@ func (l *loop) dial(now int64, role uint8) {
 	if role == roleSlow {
 		rcvbuf = slowRcvBuf
 	}
-	fd, err := l.openSocket(rcvbuf, src)
+	fd, err := l.openSocket(t, rcvbuf, src)
 	if err != nil {
 		l.inflight--
 		l.stats.ConnectFailed++
@@ -407,7 +409,7 @@ func (l *loop) onConnected(c *conn) {
 	if c.tok >= 0 {
 		tok = w.tokens.get(c.tok)
 	}
-	l.wbuf = appendUpgradeRequest(l.wbuf[:0], w.t.host, w.t.path, c.key[:], sub, tok, w.cfg.Auth.where())
+	l.wbuf = appendUpgradeRequest(l.wbuf[:0], c.t.host, c.t.path, c.key[:], sub, tok, w.cfg.Auth.where())
 	l.write(c, l.wbuf)
 }
 

@@ -11,8 +11,7 @@ import (
 // not zero: bound with the port left to connect, so each 4-tuple gets its
 // own) and returns the socket. rcvbuf, when set, is the receive buffer,
 // set before connect so the window is small from the start.
-func (l *loop) openSocket(rcvbuf int, src [4]byte) (int, error) {
-	t := &l.w.t
+func (l *loop) openSocket(t *target, rcvbuf int, src [4]byte) (int, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
 	if err != nil {
 		return -1, fmt.Errorf("socket: %w", err)

@@ -59,7 +59,9 @@ type message struct {
 // worker runs one process's share of a run on its loops.
 type worker struct {
 	cfg   Config
-	t     target
+	t     target   // the first URL's (attackers use it)
+	subT  []target // subscribers' targets, in turn per channel
+	pubT  target   // the broadcast publishers'
 	index int
 	count int
 	conns int // this worker's connections (subscribers in broadcast)
@@ -169,11 +171,11 @@ func share(n, i, k int) int {
 // runWorker runs worker index of count. It reads commands from in, writes
 // events to out, and returns when the run is over (done sent) or ctx ends.
 func runWorker(ctx context.Context, cfg Config, index, count int, in <-chan message, out chan<- message) error {
-	t, err := resolveTarget(cfg.URL)
+	ts, err := cfg.targets()
 	if err != nil {
 		return err
 	}
-	w := &worker{cfg: cfg, t: t, index: index, count: count, conns: share(cfg.Conns, index, count),
+	w := &worker{cfg: cfg, t: ts[0], subT: ts[:len(ts)-1], pubT: ts[len(ts)-1], index: index, count: count, conns: share(cfg.Conns, index, count),
 		slow: share(cfg.Slow, index, count)}
 	if cfg.Mode == ModeBroadcast {
 		w.chanJSON(0) // build the names here, not on a loop
@@ -578,4 +580,22 @@ func (s *childSpec) validate() error {
 		return fmt.Errorf("bench: child %d of %d", s.Index, s.Count)
 	}
 	return s.Config.Validate()
+}
+
+// target returns the node a new connection of role goes to: publishers to
+// the publish URL; subscriber i of channel i%Channels to URL
+// (i/Channels)%len, so each channel's subscribers are spread over the
+// nodes rather than each channel landing on one.
+func (w *worker) target(role uint8, subNext, slowNext int) *target {
+	if role == rolePub && w.pubT.port != 0 {
+		return &w.pubT
+	}
+	if len(w.subT) <= 1 || role == rolePub {
+		return &w.t
+	}
+	i := subNext
+	if role == roleSlow {
+		i = slowNext
+	}
+	return &w.subT[(i/max(1, w.cfg.Channels))%len(w.subT)]
 }

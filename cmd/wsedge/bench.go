@@ -69,7 +69,8 @@ func runBench(args []string) int {
 		fmt.Fprint(os.Stderr, benchUsage)
 		fs.PrintDefaults()
 	}
-	fs.StringVar(&cfg.URL, "url", cfg.URL, "WebSocket endpoint (ws://host:port/path, IPv4)")
+	fs.StringVar(&cfg.URL, "url", cfg.URL, "WebSocket endpoint (ws://host:port/path, IPv4); several separated by commas spread each channel's subscribers over them")
+	fs.StringVar(&cfg.PublishURL, "publish-url", cfg.PublishURL, "broadcast: where publishers connect (default the first --url): another node for cross-node delivery")
 	fs.IntVar(&cfg.Conns, "conns", cfg.Conns, "connections (broadcast: subscribers; connect: handshakes in flight)")
 	fs.Float64Var(&cfg.Rate, "rate", cfg.Rate, "echo: msg/s per connection (0 = closed loop); broadcast: publishes/s per channel; connect: handshakes/s (default unpaced)")
 	fs.Float64Var(&cfg.ConnectRate, "connect-rate", cfg.ConnectRate, "new connections per second while opening (0 = no cap)")
