@@ -66,9 +66,9 @@ type conn struct {
 	pubStride int32
 	pubCount  int32
 	key       [24]byte
-	tok       int32 // its token in the worker's tokenSet; -1: none of its own
+	tok       int32   // its token in the worker's tokenSet; -1: none of its own
 	t         *target // the node it connects to
-	start     int64 // unix nanos of socket()
+	start     int64   // unix nanos of socket()
 	in        []byte
 	out       []byte
 	frag      []byte
