@@ -76,3 +76,11 @@ clean:
 .PHONY: bench-peers
 bench-peers:
 	bench/peers/run.sh
+
+# Cluster figures (BENCHMARKS.md, issue 10): cross-node delivery beside
+# single-node, 4-node throughput, and fault recovery times, each against
+# its own redis-server. Several minutes; keep the machine otherwise quiet.
+.PHONY: cluster-figures
+cluster-figures:
+	bench/cluster.sh
+	WSEDGE_FIGURES=1 $(GO) test -count=1 -v -run TestClusterFaultFigures ./cmd/wsedge/ | grep FIGURE
