@@ -45,6 +45,9 @@ type brokerOp struct {
 	ch   string
 	ns   *Namespace
 	sub  *subscription // opSubscribe, opServerSub
+	// retry is, for opServerSub, the wait in ticks before this attempt
+	// (0: the first); see serversub.go.
+	retry int64
 	data []byte        // opPublish, owned by the op
 	info broker.ClientInfo
 	req  broker.HistoryRequest

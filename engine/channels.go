@@ -259,7 +259,10 @@ func (l *loop) completeSubscribe(op *brokerOp) error {
 			l.leaveQuiet(s)
 		}
 		if op.kind == opServerSub {
-			l.srv.log.Warn("token subscription", "channel", op.ch, "err", op.err)
+			if op.retry == 0 {
+				l.srv.log.Warn("token subscription failed, retrying while the connection is open", "channel", op.ch, "err", op.err)
+			}
+			l.retryServerSub(op)
 			return nil
 		}
 		if op.err == errOverloaded {
@@ -318,6 +321,12 @@ func (l *loop) completeSubscribe(op *brokerOp) error {
 // the client is told with a subscribed push carrying the position, as a
 // subscribe reply would.
 func (l *loop) serverSubscribe(c *conn, ns *Namespace, channel []byte) error {
+	return l.serverSubscribeRetry(c, ns, channel, 0)
+}
+
+// serverSubscribeRetry is serverSubscribe as attempt after a wait of retry
+// ticks (0: the first).
+func (l *loop) serverSubscribeRetry(c *conn, ns *Namespace, channel []byte, retry int64) error {
 	at, found := c.findSub(channel)
 	if found {
 		return nil
@@ -325,7 +334,9 @@ func (l *loop) serverSubscribe(c *conn, ns *Namespace, channel []byte) error {
 	if len(c.sess.subs) >= l.srv.cfg.MaxSubsPerConn {
 		return errTooManySubs
 	}
-	err := l.do(l.join(c, ns, string(channel), at, opServerSub))
+	op := l.join(c, ns, string(channel), at, opServerSub)
+	op.retry = retry
+	err := l.do(op)
 	if err == errBusy {
 		return nil
 	}

@@ -70,6 +70,8 @@ type loop struct {
 	iovs       [][]byte // writev vector for queue flushes
 
 	lastFlush time.Time // with FlushInterval: when the loop last wrote its subscribers
+
+	subRetries []serverSubRetry // token subscriptions to try again (serversub.go)
 }
 
 // inboxSize is the lock-free part of each loop's inbox; beyond it pushes go
@@ -140,6 +142,7 @@ func (l *loop) tick() {
 	if len(l.paused) > 0 {
 		l.checkPaused()
 	}
+	l.runServerSubRetries()
 	if ipl := l.srv.ipl; ipl != nil && l.idx == 0 {
 		// One stripe of the per-address table per tick, by one loop.
 		ipl.sweep()

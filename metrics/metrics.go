@@ -48,6 +48,7 @@ type Metrics struct {
 	AuthExpired     *vm.Counter // connections closed (4004) for not refreshing an expired token
 	StreamResets    *vm.Counter // reset pushes: a subscribed channel's history stream restarted with a new epoch
 	DeliveryGaps    *vm.Counter // lagged pushes for publications that never reached this node (offset jumps)
+	ServerSubRetry  *vm.Counter // token (subs claim) subscriptions the broker could not make, tried again
 
 	rejected map[RejectReason]*vm.Counter
 	limited  map[LimitReason]*vm.Counter
@@ -142,6 +143,7 @@ func New() *Metrics {
 		AuthExpired:      s.NewCounter(`wsedge_auth_expired_total`),
 		StreamResets:     s.NewCounter(`wsedge_stream_resets_total`),
 		DeliveryGaps:     s.NewCounter(`wsedge_delivery_gaps_total`),
+		ServerSubRetry:   s.NewCounter(`wsedge_token_subscription_retries_total`),
 		rejected:         make(map[RejectReason]*vm.Counter, len(rejectReasons)),
 		limited:          make(map[LimitReason]*vm.Counter, len(limitReasons)),
 	}
