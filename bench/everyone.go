@@ -88,10 +88,7 @@ func (w *worker) allPrefix() []byte {
 func (l *loop) subscribeAll(c *conn) {
 	l.pendingSubs++
 	c.allPending = true
-	b := append(l.wbuf[:0], `{"id":2,"op":"subscribe","channel":`...)
-	b = strconv.AppendQuote(b, l.w.cfg.AllChannel)
-	l.wbuf = append(b, '}')
-	l.sendText(c, l.wbuf)
+	l.sendSubscribe(c, true)
 }
 
 // startAll puts the all publisher on the pacer: a broadcast every

@@ -69,6 +69,7 @@ type conn struct {
 	allOK        bool
 	discPush     bool
 	drainCounted bool
+	subTries     uint8 // subscribes refused with 503 and sent again
 	// ch is a subscriber's channel index, or a publisher's first channel;
 	// a publisher sends to ch, ch+pubStride, … (pubCount channels) in turn.
 	ch        int32
@@ -154,6 +155,11 @@ type loop struct {
 	// firstDial and lastOpen: unix nanos of the loop's first dial and its
 	// last completed upgrade while opening.
 	firstDial, lastOpen int64
+
+	// retries are subscribes refused with 503 to send again (retry.go);
+	// retryNext is when the earliest is due (0: none).
+	retries   []subRetry
+	retryNext int64
 
 	// atk is set on a worker's attack loop, which carries only attackers.
 	atk *attackLoop
@@ -293,6 +299,9 @@ func (l *loop) run() {
 			l.pace.due(now, l.onDue)
 		}
 		l.dialMore(now)
+		if l.retryNext != 0 && now >= l.retryNext {
+			l.runRetries(now)
+		}
 		if l.atk != nil {
 			l.atk.tick(now)
 		}
@@ -320,6 +329,9 @@ func (l *loop) timeoutNs(now int64) int64 {
 		if next < 0 || d < next {
 			next = d
 		}
+	}
+	if l.retryNext != 0 && (next < 0 || l.retryNext < next) {
+		next = l.retryNext
 	}
 	if l.atk != nil {
 		if d := l.atk.timeout(); d >= 0 && (next < 0 || d < next) {
@@ -643,10 +655,7 @@ func (l *loop) onOpen(c *conn) {
 		}
 		l.pendingSubs++
 		c.subPending = true
-		l.wbuf = append(l.wbuf[:0], `{"id":1,"op":"subscribe","channel":`...)
-		l.wbuf = append(l.wbuf, l.w.chanJSON(int(c.ch))...)
-		l.wbuf = append(l.wbuf, '}')
-		if l.sendText(c, l.wbuf) && c.role == roleSub && l.w.cfg.AllChannel != "" {
+		if l.sendSubscribe(c, false) && c.role == roleSub && l.w.cfg.AllChannel != "" {
 			l.subscribeAll(c)
 		}
 	case rolePub:
@@ -878,6 +887,12 @@ func jsonInt(msg, key []byte) (int64, bool) {
 func (l *loop) onJSON(c *conn, now int64, msg []byte) {
 	if id, ok := jsonInt(msg, keyID); ok {
 		good := bytes.Contains(msg, keyOK)
+		if !good && c.role == roleSub && id == subscribeAllID && c.allPending && l.retrySubscribe(c, msg, true, now) {
+			return
+		}
+		if !good && (c.role == roleSub || c.role == roleSlow) && id == subscribeID && c.subPending && l.retrySubscribe(c, msg, false, now) {
+			return
+		}
 		if !good {
 			l.stats.Errors++
 			l.fail(fmt.Errorf("error reply: %.200s", msg))

@@ -19,7 +19,7 @@
 #        CONNECT_RATE=0 (cap on new connections/s; 0 = as fast as it goes)
 #        APPLY_SYSCTL=1 raises the sysctls that are short (restored on exit)
 #        FORCE=1 runs even when a check fails   OUT=dir (default bench/results/million)
-#        NODE_FLAGS="..." extra `wsedge serve` flags
+#        NODE_FLAGS="..." extra `wsedge serve` flags   LOG_LEVEL=warn (the nodes')
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CONNS=${CONNS:-1000000}
@@ -35,10 +35,11 @@ CONNECT_RATE=${CONNECT_RATE:-0}
 SETUP_TIMEOUT=${SETUP_TIMEOUT:-$(( CONNS / 2000 > 120 ? CONNS / 2000 : 120 ))s}
 OUT=${OUT:-$PWD/bench/results/million}
 NODE_FLAGS=${NODE_FLAGS:-}
+LOG_LEVEL=${LOG_LEVEL:-warn} # info logs a line per connection closed: 1M lines at the drain
 LABEL=${LABEL:-million-${NODES}n-${CONNS}c}
 MAX_PER_NODE=19000
 
-for c in jq redis-server redis-cli python3 go; do
+for c in jq redis-server redis-cli python3 go curl; do
 	command -v "$c" >/dev/null || { echo "million.sh needs $c" >&2; exit 1; }
 done
 say() { printf '== %s\n' "$*"; }
@@ -180,28 +181,38 @@ for _ in $(seq 100); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sle
 redis-cli -p "$RPORT" ping >/dev/null || die "redis-server did not start (see $OUT/redis.log)"
 BROKER=redis://127.0.0.1:$RPORT/0
 
-say "starting $NODES nodes on $BROKER"
+say "starting $NODES nodes on $BROKER (log level $LOG_LEVEL)"
+# Ports are picked here (all bound at once, then released) because at log
+# level warn a node does not log the ones it got; readiness is its /readyz.
+mapfile -t PORTS < <(python3 -c "
+import socket
+ss=[socket.socket() for _ in range(2*$NODES)]
+for s in ss: s.bind(('127.0.0.1',0))
+for s in ss: print(s.getsockname()[1])
+for s in ss: s.close()")
 # A node is bounded too: it ends itself after twice the run's budget.
 NODE_BOUND=$(( ${SETUP_TIMEOUT%s} * 2 + 3600 ))
-for i in $(seq "$NODES"); do
-	# shellcheck disable=SC2086
-	timeout --signal=KILL "$NODE_BOUND" "$BIN" serve --listen 127.0.0.1:0 --admin 127.0.0.1:0 --broker "$BROKER" \
-		--auth-secret-file "$SECRET" --drain-grace "$DRAIN_GRACE" --max-conns "$(( MAX_PER_NODE + 500 ))" $NODE_FLAGS \
-		2>"$OUT/node$i.log" &
-	PIDS+=($!)
-done
 URLS=()
 METRICS=()
 for i in $(seq "$NODES"); do
-	line=""
+	ws=127.0.0.1:${PORTS[$(( 2 * i - 2 ))]}
+	admin=127.0.0.1:${PORTS[$(( 2 * i - 1 ))]}
+	# shellcheck disable=SC2086
+	timeout --signal=KILL "$NODE_BOUND" "$BIN" serve --listen "$ws" --admin "$admin" --broker "$BROKER" \
+		--auth-secret-file "$SECRET" --drain-grace "$DRAIN_GRACE" --max-conns "$(( MAX_PER_NODE + 500 ))" \
+		--log-level "$LOG_LEVEL" $NODE_FLAGS 2>"$OUT/node$i.log" &
+	PIDS+=($!)
+	URLS+=("ws://$ws/ws")
+	METRICS+=("http://$admin/metrics")
+done
+for i in $(seq "$NODES"); do
+	admin=127.0.0.1:${PORTS[$(( 2 * i - 1 ))]}
 	for _ in $(seq 600); do
-		line=$(grep -m1 '"msg":"listening"' "$OUT/node$i.log" || true)
-		[[ -n $line ]] && break
+		curl -fs -o /dev/null "http://$admin/readyz" && break
+		kill -0 "${PIDS[$i]}" 2>/dev/null || break
 		sleep 0.05
 	done
-	[[ -n $line ]] || { cat "$OUT/node$i.log" >&2; die "node $i did not start"; }
-	URLS+=("ws://$(jq -r .ws <<<"$line")/ws")
-	METRICS+=("http://$(jq -r .admin <<<"$line")/metrics")
+	curl -fs -o /dev/null "http://$admin/readyz" || { cat "$OUT/node$i.log" >&2; die "node $i did not start"; }
 done
 # The real server pids (timeout's children).
 for i in $(seq "$NODES"); do

@@ -78,6 +78,10 @@ type Result struct {
 	// to tell a sustained rate from a backlog that grows.
 	Timeline []Second `json:"timeline,omitempty"`
 
+	// ServerSubsOwed: subscribed pushes the connections' minted tokens
+	// promised (connections × --token-subs entries); Stats.ServerSubs
+	// says how many came.
+	ServerSubsOwed int64 `json:"server_subs_owed,omitempty"`
 	// Everyone: the everyone broadcasts (--all-channel), nil without.
 	Everyone *Everyone `json:"everyone,omitempty"`
 	// Opening: how fast the connections opened.
@@ -384,6 +388,10 @@ func (r *Result) WriteSummary(w io.Writer) {
 		if s.ServerSubs > 0 || s.Subscribed > 0 {
 			fmt.Fprintf(&b, "  subscribed  %d connections by their token (%d subscribed pushes)\n", s.Subscribed, s.ServerSubs)
 		}
+	}
+	if r.ServerSubsOwed > 0 || s.SubRetries > 0 {
+		fmt.Fprintf(&b, "  subscribing %d of %d subscribed pushes owed by the tokens came; %d subscribes refused with 503 and sent again\n",
+			s.ServerSubs, r.ServerSubsOwed, s.SubRetries)
 	}
 	if e := r.Everyone; e != nil {
 		e.write(&b)

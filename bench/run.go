@@ -474,6 +474,9 @@ func (r *runState) finish() error {
 	if r.all != nil {
 		res.Everyone = r.all.result(r.cfg, res.Stats, r.allN)
 	}
+	if r.cfg.Auth.Key != "" && r.cfg.Mode != ModeConnect {
+		res.ServerSubsOwed = res.Stats.Connected * int64(min(255, len(r.cfg.Auth.Subs)))
+	}
 	if r.firstDial != 0 && r.lastOpen > r.firstDial {
 		o := &Opening{Seconds: float64(r.lastOpen-r.firstDial) / 1e9}
 		o.PerSecond = float64(res.Stats.Connected) / o.Seconds

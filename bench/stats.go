@@ -60,6 +60,9 @@ type Stats struct {
 	AllUnique       int64 `json:"all_unique,omitempty"`
 	AllDuplicates   int64 `json:"all_duplicates,omitempty"`
 	AllConnsMissing int64 `json:"all_conns_missing,omitempty"`
+	// SubRetries: subscribes the server refused with 503 that were sent
+	// again after a backoff (retry.go).
+	SubRetries int64 `json:"sub_retries,omitempty"`
 	// Heartbeats: WebSocket ping frames the server sent (each answered
 	// with a pong) and application-level {"ping":{}} pushes.
 	PingFrames int64 `json:"ping_frames,omitempty"`
@@ -112,6 +115,7 @@ func (s *Stats) add(o Stats) {
 	s.AllUnique += o.AllUnique
 	s.AllDuplicates += o.AllDuplicates
 	s.AllConnsMissing += o.AllConnsMissing
+	s.SubRetries += o.SubRetries
 	s.PingFrames += o.PingFrames
 	s.PingPushes += o.PingPushes
 	s.DrainPushes += o.DrainPushes
