@@ -160,12 +160,12 @@ func (l *loop) onAll(c *conn, now int64, msg []byte) {
 	}
 }
 
-// allMissing counts the loop's subscribers (of the all channel) that hold
-// fewer than n distinct broadcasts.
+// allMissing counts the loop's open subscribers that hold fewer than n
+// distinct everyone broadcasts (those whose subscribe to it failed too).
 func (l *loop) allMissing(n int64) int64 {
 	var k int64
 	for _, c := range l.conns {
-		if c.role == roleSub && c.allOK && int64(bits.OnesCount64(c.allSeen[0])+bits.OnesCount64(c.allSeen[1])) < n {
+		if c.role == roleSub && int64(bits.OnesCount64(c.allSeen[0])+bits.OnesCount64(c.allSeen[1])) < n {
 			k++
 		}
 	}
@@ -189,8 +189,8 @@ type Everyone struct {
 	Unique     int64 `json:"unique"`
 	Duplicates int64 `json:"duplicates"`
 	Missing    int64 `json:"missing"`
-	// ConnsMissing: subscribed connections that missed at least one
-	// acknowledged broadcast.
+	// ConnsMissing: subscribers (open after the drain) that missed at
+	// least one acknowledged broadcast, subscribed to the channel or not.
 	ConnsMissing int64 `json:"conns_missing"`
 	// Latency: publish → delivery of every delivery.
 	Latency     Summary `json:"latency"`

@@ -107,6 +107,9 @@ type Opening struct {
 	Seconds      float64 `json:"seconds"`
 	PerSecond    float64 `json:"per_second"`
 	SetupSeconds float64 `json:"setup_s"`
+	// Pending: handshakes, subscribe replies and subscribed pushes still
+	// owed when the measured phase began (the setup timed out or stalled).
+	Pending int64 `json:"pending_at_start"`
 }
 
 // OpenPoint is one point of Result.OpenTimeline: seconds since the run
@@ -400,8 +403,12 @@ func (r *Result) WriteSummary(w io.Writer) {
 		fmt.Fprintf(&b, "  heartbeats  %d ping frames answered with a pong, %d ping pushes\n", s.PingFrames, s.PingPushes)
 	}
 	if o := r.Opening; o != nil {
-		fmt.Fprintf(&b, "  opening     %d upgrades in %.1fs: %.0f/s (first dial to last upgrade); all open and subscribed %.1fs after the run began\n",
+		fmt.Fprintf(&b, "  opening     %d upgrades in %.1fs: %.0f/s (first dial to last upgrade); measured phase began %.1fs after the run did",
 			s.Connected, o.Seconds, o.PerSecond, o.SetupSeconds)
+		if o.Pending > 0 {
+			fmt.Fprintf(&b, ", with %d replies or pushes still owed (setup timed out or stalled)", o.Pending)
+		}
+		b.WriteString("\n")
 	}
 	if d := r.NodeDrain; d != nil {
 		fmt.Fprintf(&b, "  node drain  %d open at SIGTERM: %d disconnect pushes (4001), %d closed 1001 after it, %d ended otherwise, %d still open; last closed %.1fs after SIGTERM\n",

@@ -9,14 +9,14 @@ import (
 // A subscribe the server refuses with 503 (its broker queue is full under
 // a connect burst: "overloaded", or the broker is down: "unavailable") is
 // sent again after a jittered exponential backoff, as docs/PROTOCOL.md
-// asks of clients, up to maxSubTries times; each resend is counted
+// asks of clients, up to maxSubTries times (the setup timeout bounds it too); each resend is counted
 // (Stats.SubRetries) and only the last refusal is an error. The loop keeps
 // the refused subscribes in a slice it scans when the earliest is due: it
 // is empty unless the server refuses, and short beside the connections
 // when it does.
 
 const (
-	maxSubTries   = 12
+	maxSubTries   = 40 // about 80 s of backoff at the 2 s cap
 	retryBaseWait = 50 * int64(time.Millisecond)
 	retryMaxWait  = 2 * int64(time.Second)
 )

@@ -169,6 +169,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 					r.firstDial = m.FirstDial
 				}
 				r.lastOpen = max(r.lastOpen, m.LastOpen)
+				r.pendingReady += m.Stats.Pending
 				ready++
 				if ready == cfg.Procs {
 					started = time.Now()
@@ -308,6 +309,7 @@ type runState struct {
 	// Opening: the earliest first dial and latest last upgrade (unix
 	// nanos) the workers reported, and when all were ready.
 	firstDial, lastOpen int64
+	pendingReady        int64
 	readyAt             time.Time
 	// openEnd: connections open at the end of the measured phase.
 	openEnd int64
@@ -480,6 +482,7 @@ func (r *runState) finish() error {
 	if r.firstDial != 0 && r.lastOpen > r.firstDial {
 		o := &Opening{Seconds: float64(r.lastOpen-r.firstDial) / 1e9}
 		o.PerSecond = float64(res.Stats.Connected) / o.Seconds
+		o.Pending = r.pendingReady
 		if !r.readyAt.IsZero() {
 			o.SetupSeconds = r.readyAt.Sub(r.began).Seconds()
 		}

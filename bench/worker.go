@@ -174,6 +174,10 @@ func (w *worker) chanJSON(i int) []byte {
 	return w.names[i]
 }
 
+// setupStall ends the wait for connections to open and subscribe once
+// nothing has changed for this long after the last dial ended.
+const setupStall = 15 * time.Second
+
 // shareStart returns the index of the first item of part i when n items
 // are spread over k parts by share.
 func shareStart(n, i, k int) int {
@@ -347,9 +351,18 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 		})
 	}
 	setupDeadline := time.Now().Add(cfg.SetupTimeout)
+	lastPending, lastChange := int64(-1), time.Now()
 	for {
 		s, _ := w.snapshot(false)
 		if s.Pending == 0 || time.Now().After(setupDeadline) {
+			break
+		}
+		// Every dial has ended and nothing moved for setupStall: what is
+		// still pending (a subscribed push the server never sends) will
+		// not come; the run goes on and reports it.
+		if s.Pending != lastPending {
+			lastPending, lastChange = s.Pending, time.Now()
+		} else if s.Dialed == s.Connected+s.ConnectFailed && time.Since(lastChange) > setupStall {
 			break
 		}
 		if !progress(false) {
