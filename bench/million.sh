@@ -238,6 +238,13 @@ CMD=("$BIN" bench broadcast --label "$LABEL" --quiet --json-file "$OUT/$LABEL.js
 	--drain-nodes --drain-wait "$DRAIN_WAIT")
 say "bench (bounded to ${BENCH_BOUND}s): wsedge ${CMD[*]:1}" | sed "s#$WORK#\$TMP#g"
 printf '%s\n' "wsedge ${CMD[*]:1}" | sed "s#$WORK#\$TMP#g" >"$OUT/command.txt"
+# Redis's memory and clients every 5 s while the bench runs (its 1M
+# personal channels are subscriptions there too).
+( while sleep 5; do
+	printf '%s %s %s\n' "$(date +%s)" "$(redis-cli -p "$RPORT" info memory 2>/dev/null | tr -d '\r' | awk -F: '/^used_memory:/ {print $2}')" \
+		"$(redis-cli -p "$RPORT" info clients 2>/dev/null | tr -d '\r' | awk -F: '/^connected_clients:/ {print $2}')"
+done ) >"$OUT/redis-memory.txt" 2>/dev/null &
+PIDS+=($!)
 start=$(date +%s)
 set +e
 timeout --signal=TERM --kill-after=30 "$BENCH_BOUND" "${CMD[@]}" | tee "$OUT/$LABEL.txt"
@@ -253,6 +260,9 @@ for p in "${NODE_PIDS[@]}"; do
 done
 echo "nodes still running after the drain: $left of $NODES"
 kernel_snapshot "after"
+if [[ -s $OUT/redis-memory.txt ]]; then
+	echo "redis used_memory peak $(awk '$2 > m {m = $2} END {printf "%.1f MiB", m / 1048576}' "$OUT/redis-memory.txt") (sampled every 5 s: $OUT/redis-memory.txt)"
+fi
 J=$OUT/$LABEL.json
 if [[ -s $J ]]; then
 	say "per node (pid, RSS start → ready → end, goroutines start/ready/end)"
