@@ -93,6 +93,24 @@ type Config struct {
 	// ping command this many times a second in the measured phase: an echo
 	// over a protocol server, timed from send to reply (Result.PingLatency).
 	PingRate float64
+	// AllChannel, when set, is the "everyone" channel of a broadcast run
+	// (everyone.go): every subscriber also subscribes to it, and one
+	// publisher connection of its own publishes to it every AllEvery;
+	// its deliveries are measured apart from the per-channel ones.
+	AllChannel string
+	AllEvery   time.Duration
+	// Nodes are the server processes of a cluster under test (nodes.go):
+	// NodePIDs are read from /proc for RSS, NodeMetrics (admin /metrics
+	// URLs) for go_goroutines, at the start of the run, when every
+	// connection is ready and at the end of the measured phase.
+	NodePIDs    []int
+	NodeMetrics []string
+	// DrainNodes: after the measured phase and its drain, send SIGTERM to
+	// every NodePIDs process and wait up to DrainWait for the servers to
+	// close every connection, counting the disconnect pushes (4001) and
+	// close codes (1001) the clients get.
+	DrainNodes bool
+	DrainWait  time.Duration
 	// Attack adds hostile clients beside the measured ones (attack.go).
 	Attack AttackConfig
 	// Auth is how the measured connections authenticate (token.go).
@@ -147,6 +165,8 @@ func Defaults() Config {
 		AbortRSS:     4 << 30,
 		Attack:       defaultAttack(),
 		Auth:         TokenConfig{TTL: time.Hour},
+		AllEvery:     10 * time.Second,
+		DrainWait:    60 * time.Second,
 	}
 }
 
@@ -191,6 +211,12 @@ func (cfg *Config) Validate() error {
 	}
 	if cfg.PingRate < 0 || cfg.PingRate > 1000 {
 		return fmt.Errorf("ping-rate: %g out of range 0..1000", cfg.PingRate)
+	}
+	if err := cfg.validateEveryone(); err != nil {
+		return err
+	}
+	if err := cfg.validateNodes(); err != nil {
+		return err
 	}
 	if err := cfg.Attack.validate(); err != nil {
 		return err

@@ -39,6 +39,17 @@
 // before the measured phase. Connect mode reports the server's CPU time
 // per handshake, read from /proc.
 //
+// A broadcast run against a cluster (everyone.go, nodes.go, retry.go) can
+// add an "everyone" channel every subscriber also subscribes to, with a
+// broadcast to it every --all-every measured apart (per-delivery HDR
+// histogram, time until the last delivery of each, missing and duplicated
+// per connection); sample each node's RSS and goroutines and the kernel's
+// socket memory when the run starts, when every connection is ready and at
+// the end of the measured phase; and drain the nodes (SIGTERM) at the end,
+// each client counting its disconnect push and close code. Subscribes the
+// server refuses with 503 are sent again after a backoff. bench/million.sh
+// runs it all at a million connections.
+//
 // Any mode can carry hostile clients (AttackConfig, attack*.go) beside the
 // measured ones: slowloris handshakes, never-reading subscribers, history
 // floods, oversize and overflowing frames, connection churn. Each kind is

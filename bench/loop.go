@@ -31,6 +31,8 @@ const (
 	rolePub
 	roleCycle // connect mode: connect, upgrade, close, repeat
 	roleSlow  // broadcast --slow: subscribes, then reads nothing until stop
+	// roleAllPub publishes the everyone broadcasts (--all-channel).
+	roleAllPub
 )
 
 const (
@@ -60,6 +62,14 @@ type conn struct {
 	// subsLeft counts the subscribed pushes still owed: the server
 	// subscribes a connection to its token's subs at open.
 	subsLeft uint8
+	// allPending: the subscribe to the all channel awaits its reply;
+	// allOK: it succeeded. discPush: a disconnect push (4001) came while
+	// the nodes drain; drainCounted: its end was counted then.
+	allPending   bool
+	allOK        bool
+	discPush     bool
+	drainCounted bool
+	subTries     uint8 // subscribes refused with 503 and sent again
 	// ch is a subscriber's channel index, or a publisher's first channel;
 	// a publisher sends to ch, ch+pubStride, … (pubCount channels) in turn.
 	ch        int32
@@ -78,6 +88,8 @@ type conn struct {
 	seen   []uint64
 	maxSeq int64
 	unique int64
+	// allSeen: the everyone broadcasts received (bit n-1 for broadcast n).
+	allSeen [2]uint64
 }
 
 // loop is one event loop: an epoll instance and the goroutine that waits on
@@ -105,6 +117,7 @@ type loop struct {
 	pendingDials int
 	pendingPub   int // publisher connections still to dial (part of pendingDials)
 	pendingSlow  int // slow subscribers still to dial (part of pendingDials)
+	pendingAll   int // the all publisher still to dial (part of pendingDials)
 	pubNext      int // index of the next publisher connection
 	subNext      int // global index of the next subscriber: its channel is subNext % Channels
 	slowNext     int // the same for slow subscribers
@@ -129,6 +142,25 @@ type loop struct {
 	slowLive     int     // open slow subscribers
 	slowLastRead int64   // unix nanos of the last bytes a slow subscriber read
 
+	// The everyone broadcast: subscribers of it on this loop, and per
+	// broadcast (index n-1) the deliveries and the latest one's latency
+	// (ns); sized before the loop runs.
+	allSubs  int64
+	allCount []int64
+	allLast  []int64
+	// serverDrain: the nodes are draining (--drain-nodes); lastClose is
+	// when the last connection ended then (unix nanos).
+	serverDrain bool
+	lastClose   int64
+	// firstDial and lastOpen: unix nanos of the loop's first dial and its
+	// last completed upgrade while opening.
+	firstDial, lastOpen int64
+
+	// retries are subscribes refused with 503 to send again (retry.go);
+	// retryNext is when the earliest is due (0: none).
+	retries   []subRetry
+	retryNext int64
+
 	// atk is set on a worker's attack loop, which carries only attackers.
 	atk *attackLoop
 
@@ -138,6 +170,7 @@ type loop struct {
 	ctime *hdr.Histogram // connect + upgrade time
 	lag   *hdr.Histogram // how late paced sends went out
 	plat  *hdr.Histogram // ping round trips (broadcast --ping-rate)
+	alat  *hdr.Histogram // everyone broadcast deliveries
 }
 
 func newLoop(w *worker, id int) (*loop, error) {
@@ -171,6 +204,11 @@ func newLoop(w *worker, id int) (*loop, error) {
 		ctime:       newHist(),
 		lag:         newHist(),
 		plat:        newHist(),
+		alat:        newHist(),
+	}
+	if w.cfg.AllChannel != "" {
+		l.allCount = make([]int64, maxAllBroadcasts)
+		l.allLast = make([]int64, maxAllBroadcasts)
 	}
 	if w.cfg.Mode == ModeEcho {
 		l.payload = make([]byte, w.cfg.Size)
@@ -261,6 +299,9 @@ func (l *loop) run() {
 			l.pace.due(now, l.onDue)
 		}
 		l.dialMore(now)
+		if l.retryNext != 0 && now >= l.retryNext {
+			l.runRetries(now)
+		}
 		if l.atk != nil {
 			l.atk.tick(now)
 		}
@@ -288,6 +329,9 @@ func (l *loop) timeoutNs(now int64) int64 {
 		if next < 0 || d < next {
 			next = d
 		}
+	}
+	if l.retryNext != 0 && (next < 0 || l.retryNext < next) {
+		next = l.retryNext
 	}
 	if l.atk != nil {
 		if d := l.atk.timeout(); d >= 0 && (next < 0 || d < next) {
@@ -323,6 +367,9 @@ func (l *loop) dialMore(now int64) {
 		case l.pendingSlow > 0:
 			l.pendingSlow--
 			role = roleSlow
+		case l.pendingAll > 0:
+			l.pendingAll--
+			role = roleAllPub
 		}
 		l.dial(now, role)
 	}
@@ -335,6 +382,9 @@ func (l *loop) fail(err error) {
 func (l *loop) dial(now int64, role uint8) {
 	l.stats.Dialed++
 	l.inflight++
+	if l.firstDial == 0 {
+		l.firstDial = now
+	}
 	c := &conn{fd: -1, state: stConnecting, role: role, start: now, tok: -1}
 	c.t = l.w.target(role, l.subNext, l.slowNext)
 	t := c.t
@@ -356,6 +406,8 @@ func (l *loop) dial(now int64, role uint8) {
 		c.ch, c.pubStride, c.pubCount = int32(l.pubNext), int32(p), int32(share(cfg.Channels, l.pubNext, p))
 		c.tok = l.w.tokenPos(tokPub, l.pubNext)
 		l.pubNext++
+	case roleAllPub:
+		c.tok = l.w.tokenPos(tokPub, cfg.publishers())
 	case roleCycle:
 		if n := len(l.freeTok); n > 0 {
 			c.tok = l.freeTok[n-1]
@@ -542,6 +594,7 @@ func (l *loop) onFrame(c *conn, h frameHeader, payload []byte) bool {
 			c.frag = nil
 		}
 	case opPing:
+		l.stats.PingFrames++
 		l.wbuf = appendFrame(l.wbuf[:0], opPong, payload, &l.rng)
 		return l.write(c, l.wbuf)
 	case opPong:
@@ -556,6 +609,14 @@ func (l *loop) onFrame(c *conn, h frameHeader, payload []byte) bool {
 		}
 		if c.role == roleSlow {
 			l.stats.SlowCloseCode = int64(code)
+		}
+		if l.serverDrain && !c.drainCounted {
+			c.drainCounted = true
+			if c.discPush && code == 1001 {
+				l.stats.DrainClean++
+			} else {
+				l.stats.DrainOther++
+			}
 		}
 		l.wbuf = appendFrame(l.wbuf[:0], opClose, payload[:min(2, len(payload))], &l.rng)
 		l.write(c, l.wbuf)
@@ -576,6 +637,7 @@ func (l *loop) onOpen(c *conn) {
 	l.stats.Open++
 	record(l.ctime, now-c.start)
 	if c.role != roleCycle {
+		l.lastOpen = now
 		l.inflight--
 		if n := l.w.subsPerConn; n > 0 {
 			c.subsLeft = uint8(n)
@@ -593,13 +655,16 @@ func (l *loop) onOpen(c *conn) {
 		}
 		l.pendingSubs++
 		c.subPending = true
-		l.wbuf = append(l.wbuf[:0], `{"id":1,"op":"subscribe","channel":`...)
-		l.wbuf = append(l.wbuf, l.w.chanJSON(int(c.ch))...)
-		l.wbuf = append(l.wbuf, '}')
-		l.sendText(c, l.wbuf)
+		if l.sendSubscribe(c, false) && c.role == roleSub && l.w.cfg.AllChannel != "" {
+			l.subscribeAll(c)
+		}
 	case rolePub:
 		if l.running {
 			l.startPaced(c, now, 0)
+		}
+	case roleAllPub:
+		if l.running {
+			l.startAll(c, now)
 		}
 	case roleCycle:
 		l.stats.Handshakes++
@@ -649,7 +714,7 @@ func (l *loop) schedule(c *conn, now, period, phase int64) {
 }
 
 func (l *loop) onDue(it *pacedItem, late int64) {
-	if it.c.role == rolePub && it.next-it.period >= l.pubUntil {
+	if (it.c.role == rolePub || it.c.role == roleAllPub) && it.next-it.period >= l.pubUntil {
 		l.pace.remove(it)
 		return
 	}
@@ -659,6 +724,8 @@ func (l *loop) onDue(it *pacedItem, late int64) {
 		l.sendEcho(it.c)
 	case rolePub:
 		l.sendPublish(it.c)
+	case roleAllPub:
+		l.sendAllPublish(it.c)
 	case roleSub:
 		l.sendPing(it.c)
 	}
@@ -723,6 +790,17 @@ func (l *loop) onMessage(c *conn, op byte, msg []byte) {
 		l.onSubscribed(c)
 		return
 	}
+	if op == opText && bytes.Equal(msg, keyPingPush) {
+		l.stats.PingPushes++
+		return
+	}
+	if l.serverDrain && op == opText && bytes.HasPrefix(msg, keyDisc) {
+		if code, _ := jsonInt(msg, keyCode); code == 4001 && !c.discPush {
+			c.discPush = true
+			l.stats.DrainPushes++
+			return
+		}
+	}
 	now := nowNanos()
 	switch c.role {
 	case roleEcho:
@@ -738,7 +816,7 @@ func (l *loop) onMessage(c *conn, op byte, msg []byte) {
 		if l.running && l.w.cfg.Rate == 0 {
 			l.sendEcho(c)
 		}
-	case roleSub, rolePub, roleSlow:
+	case roleSub, rolePub, roleSlow, roleAllPub:
 		l.onJSON(c, now, msg)
 	case roleIdle, roleCycle:
 		l.stats.Received++
@@ -809,11 +887,21 @@ func jsonInt(msg, key []byte) (int64, bool) {
 func (l *loop) onJSON(c *conn, now int64, msg []byte) {
 	if id, ok := jsonInt(msg, keyID); ok {
 		good := bytes.Contains(msg, keyOK)
+		if !good && c.role == roleSub && id == subscribeAllID && c.allPending && l.retrySubscribe(c, msg, true, now) {
+			return
+		}
+		if !good && (c.role == roleSub || c.role == roleSlow) && id == subscribeID && c.subPending && l.retrySubscribe(c, msg, false, now) {
+			return
+		}
 		if !good {
 			l.stats.Errors++
 			l.fail(fmt.Errorf("error reply: %.200s", msg))
 		}
 		switch {
+		case c.role == roleSub && id == subscribeAllID && c.allPending:
+			l.onAllReply(c, good)
+		case c.role == roleAllPub && good && id > subscribeID:
+			l.stats.AllPublishOK++
 		case (c.role == roleSub || c.role == roleSlow) && id == subscribeID && c.subPending:
 			c.subPending = false
 			l.pendingSubs--
@@ -850,6 +938,10 @@ func (l *loop) onJSON(c *conn, now int64, msg []byte) {
 	if c.role != roleSub {
 		l.stats.Errors++
 		l.fail(fmt.Errorf("unexpected push to publisher: %.200s", msg))
+		return
+	}
+	if l.w.isAll(msg) {
+		l.onAll(c, now, msg)
 		return
 	}
 	if _, ok := jsonInt(msg, keyOffset); !ok {
@@ -963,6 +1055,17 @@ func (l *loop) closeConn(c *conn, err error) {
 	if c.subPending {
 		c.subPending = false
 		l.pendingSubs--
+	}
+	if c.allPending {
+		c.allPending = false
+		l.pendingSubs--
+	}
+	if l.serverDrain && prev >= stOpen && err != nil {
+		l.lastClose = nowNanos()
+		if !c.drainCounted {
+			c.drainCounted = true
+			l.stats.DrainOther++
+		}
 	}
 	l.pendingSubs -= int(c.subsLeft)
 	c.subsLeft = 0

@@ -37,19 +37,27 @@ func plotSeries(rs []*Result) ([]series, float64, error) {
 	}
 	var out []series
 	maxNines := 1.0
+	type curve struct{ label, hist string }
+	var curves []curve
 	for i, r := range rs {
-		h, err := decodeHist(r.LatencyHist)
+		label := r.Label
+		if label == "" {
+			label = fmt.Sprintf("run %d", i+1)
+		}
+		curves = append(curves, curve{fmt.Sprintf("%s (%s)", label, r.Mode), r.LatencyHist})
+		if e := r.Everyone; e != nil {
+			curves = append(curves, curve{fmt.Sprintf("%s (everyone %s)", label, e.Channel), e.LatencyHist})
+		}
+	}
+	for _, cv := range curves {
+		h, err := decodeHist(cv.hist)
 		if err != nil {
 			return nil, 0, err
 		}
 		if h.TotalCount() == 0 {
 			continue
 		}
-		label := r.Label
-		if label == "" {
-			label = fmt.Sprintf("run %d", i+1)
-		}
-		label = fmt.Sprintf("%s (%s)", label, r.Mode)
+		label := cv.label
 		// Beyond log10(count) nines the histogram has no more to say.
 		top := math.Min(math.Log10(float64(h.TotalCount())), 6)
 		if top < 1 {

@@ -77,6 +77,56 @@ type Result struct {
 	// Timeline: one point per second of the measured phase and the drain,
 	// to tell a sustained rate from a backlog that grows.
 	Timeline []Second `json:"timeline,omitempty"`
+
+	// ServerSubsOwed: subscribed pushes the connections' minted tokens
+	// promised (connections × --token-subs entries); Stats.ServerSubs
+	// says how many came.
+	ServerSubsOwed int64 `json:"server_subs_owed,omitempty"`
+	// Everyone: the everyone broadcasts (--all-channel), nil without.
+	Everyone *Everyone `json:"everyone,omitempty"`
+	// Opening: how fast the connections opened.
+	Opening *Opening `json:"opening,omitempty"`
+	// OpenTimeline: connections open once a second from the start of the
+	// run (setup, measured phase, drains).
+	OpenTimeline []OpenPoint `json:"open_timeline,omitempty"`
+	// Cluster and Kernel: the nodes (--node-pids, --node-metrics) and the
+	// machine's socket memory at start, ready and end (nodes.go).
+	Cluster *Cluster `json:"cluster,omitempty"`
+	Kernel  *Kernel  `json:"kernel,omitempty"`
+	// NodeDrain (--drain-nodes): connections open when the nodes got
+	// SIGTERM, and how many were still open when the wait ended.
+	NodeDrain *NodeDrain `json:"node_drain,omitempty"`
+}
+
+// Opening is how the connections of a run opened: from the first dial of
+// any process to the last completed upgrade of any (wall clock, so it
+// spans the processes), and upgrades per second over that window; and from
+// the start of the run (processes starting, tokens minted) until every
+// connection was open and subscribed.
+type Opening struct {
+	Seconds      float64 `json:"seconds"`
+	PerSecond    float64 `json:"per_second"`
+	SetupSeconds float64 `json:"setup_s"`
+	// Pending: handshakes, subscribe replies and subscribed pushes still
+	// owed when the measured phase began (the setup timed out or stalled).
+	Pending int64 `json:"pending_at_start"`
+}
+
+// OpenPoint is one point of Result.OpenTimeline: seconds since the run
+// began, connections open.
+type OpenPoint struct {
+	T    float64 `json:"t_s"`
+	Open int64   `json:"open"`
+}
+
+// NodeDrain is what --drain-nodes saw; the per-connection counts are in
+// Stats (DrainPushes, DrainClean, DrainOther).
+type NodeDrain struct {
+	Held      int64   `json:"held"`
+	Left      int64   `json:"left_open"`
+	Seconds   float64 `json:"seconds"`
+	Signalled bool    `json:"signalled"`
+	Error     string  `json:"error,omitempty"`
 }
 
 // TokenStats describe the tokens a run minted before connecting, one per
@@ -342,6 +392,34 @@ func (r *Result) WriteSummary(w io.Writer) {
 			fmt.Fprintf(&b, "  subscribed  %d connections by their token (%d subscribed pushes)\n", s.Subscribed, s.ServerSubs)
 		}
 	}
+	if r.ServerSubsOwed > 0 || s.SubRetries > 0 {
+		fmt.Fprintf(&b, "  subscribing %d of %d subscribed pushes owed by the tokens came; %d subscribes refused with 503 and sent again\n",
+			s.ServerSubs, r.ServerSubsOwed, s.SubRetries)
+	}
+	if e := r.Everyone; e != nil {
+		e.write(&b)
+	}
+	if s.PingFrames > 0 || s.PingPushes > 0 {
+		fmt.Fprintf(&b, "  heartbeats  %d ping frames answered with a pong, %d ping pushes\n", s.PingFrames, s.PingPushes)
+	}
+	if o := r.Opening; o != nil {
+		fmt.Fprintf(&b, "  opening     %d upgrades in %.1fs: %.0f/s (first dial to last upgrade); measured phase began %.1fs after the run did",
+			s.Connected, o.Seconds, o.PerSecond, o.SetupSeconds)
+		if o.Pending > 0 {
+			fmt.Fprintf(&b, ", with %d replies or pushes still owed (setup timed out or stalled)", o.Pending)
+		}
+		b.WriteString("\n")
+	}
+	if d := r.NodeDrain; d != nil {
+		fmt.Fprintf(&b, "  node drain  %d open at SIGTERM: %d disconnect pushes (4001), %d closed 1001 after it, %d ended otherwise, %d still open; last closed %.1fs after SIGTERM\n",
+			d.Held, s.DrainPushes, s.DrainClean, s.DrainOther, d.Left, d.Seconds)
+		if d.Error != "" {
+			fmt.Fprintf(&b, "  node drain  %s\n", d.Error)
+		}
+	}
+	if c := r.Cluster; c != nil {
+		c.write(&b, r.Kernel)
+	}
 	if t := r.Tokens; t != nil && t.Count > 0 {
 		fmt.Fprintf(&b, "  tokens      %d %s minted before connecting in %.2fs, sent in the %s; %s (%.0f B each)\n",
 			t.Count, t.Alg, t.MintSeconds, t.In, fmtBytes(float64(t.Bytes)), float64(t.Bytes)/float64(t.Count))
@@ -412,7 +490,8 @@ func (r *Result) WriteSummary(w io.Writer) {
 	if r.ClientRSSPerConn > 0 {
 		perConn = "  (" + fmtBytes(r.ClientRSSPerConn) + " per conn)"
 	}
-	fmt.Fprintf(&b, "  client      RSS %s%s  CPU %.0f%%\n", fmtBytes(float64(r.ClientRSS)), perConn, r.ClientCPU)
+	fmt.Fprintf(&b, "  client      RSS %s%s, %s per process  CPU %.0f%%\n", fmtBytes(float64(r.ClientRSS)), perConn,
+		fmtBytes(float64(r.ClientRSS)/float64(max(1, r.Procs))), r.ClientCPU)
 	if s.LastError != "" {
 		fmt.Fprintf(&b, "  last error  %s\n", s.LastError)
 	}

@@ -41,6 +41,13 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 		res.Server.RSSBefore = ps.RSS
 	}
 
+	nodes := newNodes(&cfg)
+	var kern *Kernel
+	if len(nodes) > 0 {
+		kern = &Kernel{Start: readKernel()}
+		sampleNodes(&cfg, nodes, pointStart)
+	}
+
 	events := make(chan message, 16*cfg.Procs)
 	handles := make([]*workerHandle, cfg.Procs)
 	for i := range handles {
@@ -71,10 +78,17 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	var serverCPU0 time.Duration
 	r := runState{cfg: &cfg, res: res, progress: progress, stats: make([]Stats, cfg.Procs),
 		ilat: make([]string, cfg.Procs), done: make([]*message, cfg.Procs), began: time.Now(), acc: newHist()}
+	if cfg.AllChannel != "" {
+		r.all = newEveryoneAcc()
+	}
 	ticker := time.NewTicker(time.Second)
 	defer ticker.Stop()
 	// A hard bound on the whole run, whatever a worker does.
-	bound := time.NewTimer(cfg.SetupTimeout + cfg.Duration + 2*cfg.Drain + 30*time.Second)
+	limit := cfg.SetupTimeout + cfg.Duration + 2*cfg.Drain + 30*time.Second
+	if cfg.DrainNodes {
+		limit += 2 * cfg.DrainWait
+	}
+	bound := time.NewTimer(limit)
 	defer bound.Stop()
 	// The server's RSS is sampled every 100 ms from /proc, and its RSS and
 	// goroutines every second from /metrics, from the start of the
@@ -105,6 +119,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			sendAll(message{Type: msgStop})
 			ctx = context.Background() // keep collecting until the workers exit
 		case <-ticker.C:
+			res.OpenTimeline = append(res.OpenTimeline, OpenPoint{T: time.Since(r.began).Seconds(), Open: r.total().Open})
 			r.printProgress()
 			if !started.IsZero() {
 				r.second(started)
@@ -135,6 +150,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 			res.Duration = time.Since(started).Seconds()
 			r.stopped = time.Now()
 			sendAll(message{Type: msgStop})
+			r.openEnd = r.total().Open
+			if len(nodes) > 0 {
+				kern.End = readKernel()
+				sampleNodes(&cfg, nodes, pointEnd)
+			}
 		case m := <-events:
 			switch m.Type {
 			case msgProgress:
@@ -145,6 +165,11 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				}
 			case msgReady:
 				r.stats[m.Worker] = m.Stats
+				if m.FirstDial != 0 && (r.firstDial == 0 || m.FirstDial < r.firstDial) {
+					r.firstDial = m.FirstDial
+				}
+				r.lastOpen = max(r.lastOpen, m.LastOpen)
+				r.pendingReady += m.Stats.Pending
 				ready++
 				if ready == cfg.Procs {
 					started = time.Now()
@@ -168,11 +193,28 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 					r.mark(started)
 					sendAll(message{Type: msgStart})
 					deadline = time.After(cfg.Duration)
+					r.readyAt = started
+					if len(nodes) > 0 {
+						kern.Ready = readKernel()
+						sampleNodes(&cfg, nodes, pointReady)
+					}
 				}
 			case msgPublished:
 				res.Published = m.N
 				r.per = m.Per
-				sendAll(message{Type: msgExpect, N: m.N, Per: m.Per})
+				r.allN = m.AllN
+				sendAll(message{Type: msgExpect, N: m.N, Per: m.Per, AllN: m.AllN})
+			case msgHeld:
+				r.stats[m.Worker] = m.Stats
+				r.held++
+				if r.held == cfg.Procs && cfg.DrainNodes {
+					r.nodeDrain = &NodeDrain{Held: r.total().Open, Signalled: true}
+					r.nodeDrainAt = time.Now()
+					if err := signalNodes(cfg.NodePIDs); err != nil {
+						r.nodeDrain.Error = err.Error()
+					}
+					sendAll(message{Type: msgNodeDrain})
+				}
 			case msgDone:
 				if !r.stopped.IsZero() {
 					r.drain = time.Since(r.stopped)
@@ -184,6 +226,7 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 				}
 				mm := m
 				r.done[m.Worker] = &mm
+				r.lastClose = max(r.lastClose, m.LastClose)
 				if rssTick != nil {
 					r.sampleRSS()
 					rssTick = nil
@@ -231,6 +274,10 @@ func Run(ctx context.Context, cfg Config, progress io.Writer) (*Result, error) {
 	if cfg.ServerPID > 0 && !processAlive(cfg.ServerPID) {
 		res.Server.Exited = true
 	}
+	if len(nodes) > 0 {
+		res.Cluster = summarizeCluster(nodes, r.openEnd)
+		res.Kernel = kern
+	}
 	return res, r.finish()
 }
 
@@ -255,6 +302,23 @@ type runState struct {
 	// serverCPU: the server's CPU time from the start of the measured
 	// phase to the latest worker result (connect mode).
 	serverCPU time.Duration
+	// all merges the everyone figures; allN is the acknowledged everyone
+	// broadcasts.
+	all  *everyoneAcc
+	allN int64
+	// Opening: the earliest first dial and latest last upgrade (unix
+	// nanos) the workers reported, and when all were ready.
+	firstDial, lastOpen int64
+	pendingReady        int64
+	readyAt             time.Time
+	// openEnd: connections open at the end of the measured phase.
+	openEnd int64
+	// --drain-nodes: workers held, when the nodes got SIGTERM, what was
+	// seen, and the last close a worker saw (unix nanos).
+	held        int
+	nodeDrainAt time.Time
+	nodeDrain   *NodeDrain
+	lastClose   int64
 }
 
 func (r *runState) mark(t time.Time) {
@@ -385,6 +449,11 @@ func (r *runState) finish() error {
 		grown += m.RSS - m.RSSBase
 		cpu += m.CPU
 		res.Attacks = mergeAttacks(res.Attacks, m.Attacks)
+		if r.all != nil {
+			if err := r.all.add(m); err != nil {
+				return err
+			}
+		}
 		res.Tokens = res.Tokens.add(m.Tokens)
 		for _, p := range []struct {
 			dst *hdr.Histogram
@@ -403,6 +472,31 @@ func (r *runState) finish() error {
 		// What arrived after the last progress report.
 		res.Timeline = append(res.Timeline, Second{T: time.Since(r.started).Seconds(),
 			Received: res.Stats.Received - r.accRecv, P99: float64(r.acc.ValueAtQuantile(99)) / 1e3})
+	}
+	if r.all != nil {
+		res.Everyone = r.all.result(r.cfg, res.Stats, r.allN)
+	}
+	if r.cfg.Auth.Key != "" && r.cfg.Mode != ModeConnect {
+		res.ServerSubsOwed = res.Stats.Connected * int64(min(255, len(r.cfg.Auth.Subs)))
+	}
+	if r.firstDial != 0 && r.lastOpen > r.firstDial {
+		o := &Opening{Seconds: float64(r.lastOpen-r.firstDial) / 1e9}
+		o.PerSecond = float64(res.Stats.Connected) / o.Seconds
+		o.Pending = r.pendingReady
+		if !r.readyAt.IsZero() {
+			o.SetupSeconds = r.readyAt.Sub(r.began).Seconds()
+		}
+		res.Opening = o
+	}
+	if d := r.nodeDrain; d != nil {
+		d.Left = res.Stats.Open
+		if r.lastClose > 0 {
+			d.Seconds = float64(r.lastClose-r.nodeDrainAt.UnixNano()) / 1e9
+		}
+		res.NodeDrain = d
+		if res.Cluster != nil {
+			res.Cluster.DrainSeconds = d.Seconds
+		}
 	}
 	res.Latency = summarize(lat)
 	res.ConnectTime = summarize(conn)
@@ -445,8 +539,12 @@ func (r *runState) finish() error {
 	// Workers take their RSS before dialing and again with every connection
 	// still open, so the difference is what the connections cost the client
 	// (unless attackers, not counted as open, cost some of it).
-	if s.Open > 0 && r.cfg.Mode != ModeConnect && !r.cfg.Attack.any() {
-		res.ClientRSSPerConn = float64(grown) / float64(s.Open)
+	open := s.Open
+	if r.nodeDrain != nil {
+		open = r.nodeDrain.Held // the workers took their RSS before the nodes drained
+	}
+	if open > 0 && r.cfg.Mode != ModeConnect && !r.cfg.Attack.any() {
+		res.ClientRSSPerConn = float64(grown) / float64(open)
 	}
 	return nil
 }

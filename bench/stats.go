@@ -48,6 +48,32 @@ type Stats struct {
 	Pings      int64 `json:"pings,omitempty"`
 	Pongs      int64 `json:"pongs,omitempty"`
 	PingErrors int64 `json:"ping_errors,omitempty"`
+	// The everyone channel (--all-channel, everyone.go): subscribers whose
+	// subscribe to it the server acknowledged; broadcasts sent to it and
+	// acknowledged; deliveries of them received, unique per subscriber,
+	// duplicated; subscribers that missed at least one acknowledged
+	// broadcast (counted once, after the drain).
+	AllSubscribed   int64 `json:"all_subscribed,omitempty"`
+	AllSent         int64 `json:"all_sent,omitempty"`
+	AllPublishOK    int64 `json:"all_publish_ok,omitempty"`
+	AllReceived     int64 `json:"all_received,omitempty"`
+	AllUnique       int64 `json:"all_unique,omitempty"`
+	AllDuplicates   int64 `json:"all_duplicates,omitempty"`
+	AllConnsMissing int64 `json:"all_conns_missing,omitempty"`
+	// SubRetries: subscribes the server refused with 503 that were sent
+	// again after a backoff (retry.go).
+	SubRetries int64 `json:"sub_retries,omitempty"`
+	// Heartbeats: WebSocket ping frames the server sent (each answered
+	// with a pong) and application-level {"ping":{}} pushes.
+	PingFrames int64 `json:"ping_frames,omitempty"`
+	PingPushes int64 `json:"ping_pushes,omitempty"`
+	// Node drain (--drain-nodes): disconnect pushes with code 4001
+	// (shutdown); connections the server then closed with 1001 after
+	// that push; connections that ended any other way while the nodes
+	// drained (no push, another code, EOF or reset).
+	DrainPushes int64 `json:"drain_pushes,omitempty"`
+	DrainClean  int64 `json:"drain_clean,omitempty"`
+	DrainOther  int64 `json:"drain_other,omitempty"`
 	// Handshakes completed (connect mode: full connect/upgrade/close cycles).
 	Handshakes int64 `json:"handshakes"`
 	BytesIn    int64 `json:"bytes_in"`
@@ -82,6 +108,19 @@ func (s *Stats) add(o Stats) {
 	s.Pings += o.Pings
 	s.Pongs += o.Pongs
 	s.PingErrors += o.PingErrors
+	s.AllSubscribed += o.AllSubscribed
+	s.AllSent += o.AllSent
+	s.AllPublishOK += o.AllPublishOK
+	s.AllReceived += o.AllReceived
+	s.AllUnique += o.AllUnique
+	s.AllDuplicates += o.AllDuplicates
+	s.AllConnsMissing += o.AllConnsMissing
+	s.SubRetries += o.SubRetries
+	s.PingFrames += o.PingFrames
+	s.PingPushes += o.PingPushes
+	s.DrainPushes += o.DrainPushes
+	s.DrainClean += o.DrainClean
+	s.DrainOther += o.DrainOther
 	s.Handshakes += o.Handshakes
 	s.BytesIn += o.BytesIn
 	s.BytesOut += o.BytesOut

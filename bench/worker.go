@@ -22,6 +22,8 @@ const (
 	msgStart     = "start"     // parent → worker: begin measuring
 	msgStop      = "stop"      // parent → worker: duration over, drain
 	msgExpect    = "expect"    // parent → worker: deliveries to expect per subscriber (N)
+	msgHeld      = "held"      // worker → parent: drained, connections still open (--drain-nodes)
+	msgNodeDrain = "nodedrain" // parent → worker: the nodes got SIGTERM
 )
 
 // message is the one type both directions use.
@@ -52,6 +54,19 @@ type message struct {
 	CPU float64 `json:"cpu_s,omitempty"`
 	// Tokens describes the tokens the worker minted (done only).
 	Tokens *TokenStats `json:"tokens,omitempty"`
+	// The everyone broadcast: acknowledged broadcasts (published, expect),
+	// and (done only) the encoded latencies, per broadcast the latest
+	// delivery's latency (ns) and the deliveries.
+	AllN     int64   `json:"all_n,omitempty"`
+	AllLat   string  `json:"all_lat,omitempty"`
+	AllLast  []int64 `json:"all_last,omitempty"`
+	AllCount []int64 `json:"all_count,omitempty"`
+	// FirstDial and LastOpen (ready): unix nanos of the worker's first dial
+	// and of its last completed upgrade while opening. LastClose (done):
+	// of the last connection a draining node closed.
+	FirstDial int64 `json:"first_dial,omitempty"`
+	LastOpen  int64 `json:"last_open,omitempty"`
+	LastClose int64 `json:"last_close,omitempty"`
 	// Spec is the child's assignment, in the first line the parent sends.
 	Spec *childSpec `json:"spec,omitempty"`
 }
@@ -80,6 +95,8 @@ type worker struct {
 	token       []byte
 	subsPerConn int
 	proto       bool
+	// allPfx is how a delivery of the all channel starts (nil without one).
+	allPfx []byte
 }
 
 // tokenPos returns the token of connection i of kind k, -1 if there is
@@ -117,7 +134,11 @@ func (w *worker) tokenRanges() (r [numTokKinds]tokenRange) {
 	lo = shareStart(cfg.Slow, w.index, w.count)
 	r[tokSlow] = tokenRange{lo: lo, id: cfg.Conns + lo, n: w.slow}
 	if cfg.Mode == ModeBroadcast && w.index == 0 {
-		r[tokPub] = tokenRange{id: cfg.Conns + cfg.Slow, n: cfg.publishers()}
+		n := cfg.publishers()
+		if cfg.AllChannel != "" {
+			n++ // the all publisher's token follows the publishers'
+		}
+		r[tokPub] = tokenRange{id: cfg.Conns + cfg.Slow, n: n}
 	}
 	return r
 }
@@ -153,6 +174,10 @@ func (w *worker) chanJSON(i int) []byte {
 	return w.names[i]
 }
 
+// setupStall ends the wait for connections to open and subscribe once
+// nothing has changed for this long after the last dial ended.
+const setupStall = 15 * time.Second
+
 // shareStart returns the index of the first item of part i when n items
 // are spread over k parts by share.
 func shareStart(n, i, k int) int {
@@ -179,6 +204,9 @@ func runWorker(ctx context.Context, cfg Config, index, count int, in <-chan mess
 		slow: share(cfg.Slow, index, count)}
 	if cfg.Mode == ModeBroadcast {
 		w.chanJSON(0) // build the names here, not on a loop
+		if cfg.AllChannel != "" {
+			w.allPfx = w.allPrefix()
+		}
 	}
 	// The broadcast publisher gets a loop of its own so its sends leave on
 	// time however busy the subscriber loops are.
@@ -244,7 +272,7 @@ func (w *worker) snapshot(interval bool) (Stats, *hdr.Histogram) {
 	w.each(func(l *loop) {
 		ls := l.stats
 		ls.Pending = int64(l.pendingDials + l.inflight + l.pendingSubs)
-		ls.Pending += int64(l.pendingPub)
+		ls.Pending += int64(l.pendingPub + l.pendingAll)
 		s.add(ls)
 		if interval {
 			h.Merge(l.ilat)
@@ -313,15 +341,28 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 			if pub {
 				l.pendingPub = cfg.publishers()
 				l.pendingDials += l.pendingPub
+				if cfg.AllChannel != "" {
+					l.pendingAll = 1
+					l.pendingDials++
+				}
 			}
 			l.dialInterval = interval
 			l.nextDial = nowNanos()
 		})
 	}
 	setupDeadline := time.Now().Add(cfg.SetupTimeout)
+	lastPending, lastChange := int64(-1), time.Now()
 	for {
 		s, _ := w.snapshot(false)
 		if s.Pending == 0 || time.Now().After(setupDeadline) {
+			break
+		}
+		// Every dial has ended and nothing moved for setupStall: what is
+		// still pending (a subscribed push the server never sends) will
+		// not come; the run goes on and reports it.
+		if s.Pending != lastPending {
+			lastPending, lastChange = s.Pending, time.Now()
+		} else if s.Dialed == s.Connected+s.ConnectFailed && time.Since(lastChange) > setupStall {
 			break
 		}
 		if !progress(false) {
@@ -338,7 +379,14 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 		}
 	}
 	s, _ := w.snapshot(false)
-	if !send(message{Type: msgReady, Stats: s}) {
+	ready := message{Type: msgReady, Stats: s}
+	w.each(func(l *loop) {
+		if l.firstDial != 0 && (ready.FirstDial == 0 || l.firstDial < ready.FirstDial) {
+			ready.FirstDial = l.firstDial
+		}
+		ready.LastOpen = max(ready.LastOpen, l.lastOpen)
+	})
+	if !send(ready) {
 		return ctx.Err()
 	}
 
@@ -361,6 +409,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	guard := time.NewTimer(cfg.Duration + 30*time.Second)
 	defer guard.Stop()
 	var expect []int64 // deliveries owed per subscriber, per channel; nil until known
+	allN := int64(-1)  // everyone broadcasts owed per subscriber; -1 until known
 	for stopped := false; !stopped; {
 		select {
 		case <-ctx.Done():
@@ -373,7 +422,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 			case msgStop:
 				stopped = true
 			case msgExpect:
-				expect = m.Per
+				expect, allN = m.Per, m.AllN
 			}
 		case <-guard.C:
 			stopped = true
@@ -395,13 +444,13 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	published := false
 	for time.Now().Before(drainEnd) {
 		s, _ := w.snapshot(false)
-		if cfg.Mode == ModeBroadcast && w.index == 0 && !published && s.PublishOK+s.Errors >= s.Sent {
+		if cfg.Mode == ModeBroadcast && w.index == 0 && !published && s.PublishOK+s.AllPublishOK+s.Errors >= s.Sent+s.AllSent {
 			published = true
-			if !send(message{Type: msgPublished, N: s.PublishOK, Per: w.publishedPer()}) {
+			if !send(message{Type: msgPublished, N: s.PublishOK, Per: w.publishedPer(), AllN: s.AllPublishOK}) {
 				return ctx.Err()
 			}
 		}
-		if w.drained(s, expect) {
+		if w.drained(s, expect, allN) {
 			break
 		}
 		select {
@@ -412,7 +461,7 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 				return nil
 			}
 			if m.Type == msgExpect {
-				expect = m.Per
+				expect, allN = m.Per, m.AllN
 			}
 		case <-tick.C:
 			if !progress(false) {
@@ -422,14 +471,39 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 	}
 	if cfg.Mode == ModeBroadcast && w.index == 0 && !published {
 		s, _ := w.snapshot(false)
-		if !send(message{Type: msgPublished, N: s.PublishOK, Per: w.publishedPer()}) {
+		if !send(message{Type: msgPublished, N: s.PublishOK, Per: w.publishedPer(), AllN: s.AllPublishOK}) {
 			return ctx.Err()
+		}
+	}
+	if cfg.AllChannel != "" && allN < 0 {
+		// The expectation may still be on its way from the parent.
+		if m, ok := w.await(ctx, in, msgExpect, 5*time.Second); ok {
+			allN = m.AllN
+		}
+	}
+	if allN >= 0 {
+		w.each(func(l *loop) { l.stats.AllConnsMissing = l.allMissing(allN) })
+	}
+	rssHeld := readSelfRSS() // with every connection still open
+	if cfg.DrainNodes {
+		if err := w.nodeDrain(ctx, in, send, progress, tick.C); err != nil {
+			return err
 		}
 	}
 
 	final := message{Type: msgDone}
-	lat, conn, lag, ping := newHist(), newHist(), newHist(), newHist()
+	lat, conn, lag, ping, all := newHist(), newHist(), newHist(), newHist(), newHist()
+	if cfg.AllChannel != "" {
+		final.AllLast = make([]int64, maxAllBroadcasts)
+		final.AllCount = make([]int64, maxAllBroadcasts)
+	}
 	w.each(func(l *loop) {
+		all.Merge(l.alat)
+		for i := range l.allLast {
+			final.AllLast[i] = max(final.AllLast[i], l.allLast[i])
+			final.AllCount[i] += l.allCount[i]
+		}
+		final.LastClose = max(final.LastClose, l.lastClose)
 		if l.atk != nil {
 			l.atk.endAll()
 			final.Attacks = mergeAttacks(final.Attacks, l.atk.snapshot())
@@ -443,7 +517,8 @@ func (w *worker) drive(ctx context.Context, in <-chan message, out chan<- messag
 		ping.Merge(l.plat)
 	})
 	final.Lat, final.Conn, final.Lag, final.Ping = encodeHist(lat), encodeHist(conn), encodeHist(lag), encodeHist(ping)
-	final.RSS, final.RSSBase = readSelfRSS(), rssBase
+	final.AllLat = encodeHist(all)
+	final.RSS, final.RSSBase = rssHeld, rssBase
 	if ts := w.tokens; ts != nil {
 		final.Tokens = &TokenStats{Alg: ts.alg.String(), In: cfg.Auth.where(), Count: int64(ts.len()),
 			Bytes: int64(len(ts.arena)), MintSeconds: ts.took.Seconds()}
@@ -471,31 +546,32 @@ func (w *worker) publishedPer() []int64 {
 // broadcastDrained reports whether every subscriber has every delivery it
 // is owed (expect per channel) and every ping its reply, and every slow
 // subscriber is closed or has read nothing for slowSettle.
-func (w *worker) broadcastDrained(s Stats, expect []int64) bool {
-	if len(expect) != w.cfg.Channels {
+func (w *worker) broadcastDrained(s Stats, expect []int64, allN int64) bool {
+	if len(expect) != w.cfg.Channels || (w.cfg.AllChannel != "" && allN < 0) {
 		return false
 	}
-	var owed int64
+	var owed, allOwed int64
 	settled := true
 	now := nowNanos()
 	w.each(func(l *loop) {
 		for ch, n := range l.subsPer {
 			owed += n * expect[ch]
 		}
+		allOwed += l.allSubs * max(0, allN)
 		if l.slowLive > 0 && now-l.slowLastRead < slowSettle {
 			settled = false
 		}
 	})
-	return settled && s.Unique >= owed && s.Pongs+s.PingErrors >= s.Pings
+	return settled && s.Unique >= owed && s.AllUnique >= allOwed && s.Pongs+s.PingErrors >= s.Pings
 }
 
 // drained reports whether nothing the run waits for is still in flight.
-func (w *worker) drained(s Stats, expect []int64) bool {
+func (w *worker) drained(s Stats, expect []int64, allN int64) bool {
 	switch w.cfg.Mode {
 	case ModeEcho:
 		return s.Received >= s.Sent
 	case ModeBroadcast:
-		return w.broadcastDrained(s, expect)
+		return w.broadcastDrained(s, expect, allN)
 	case ModeConnect:
 		return s.Pending == 0
 	}
@@ -525,6 +601,8 @@ func (l *loop) start() {
 			case c.state != stOpen:
 			case c.role == rolePub:
 				l.startPaced(c, now, 0)
+			case c.role == roleAllPub:
+				l.startAll(c, now)
 			case c.role == roleSub && cfg.PingRate > 0:
 				l.startPing(c, now)
 			}

@@ -18,6 +18,7 @@ import (
 
 const benchUsage = `usage: wsedge bench <idle|echo|broadcast|connect> [flags]
        wsedge bench plot -o out.svg|out.png result.json...
+       wsedge bench plot --open -o out.svg result.json...  (connections open over time)
        wsedge bench table result.json...     (markdown, one row per --label)
 
 Runs a bounded load against a WebSocket server and prints HDR latency
@@ -34,6 +35,10 @@ examples:
   wsedge bench connect --conns 10000 --duration 10s --token-key secret --token-channels 'chat:*'
                                                               (a token of its own per connection, minted first)
   wsedge bench idle --conns 19000 --procs 2 --token-key secret --token-subs 'user:{sub}' --server-pid 1234
+  wsedge bench broadcast --url ws://A/ws,ws://B/ws --conns 30000 --channels 100 --rate 0.1 --procs 4 \
+      --token-key secret --token-channels 'bench:*' --token-publish 'bench:*' --token-subs 'user:{sub}' \
+      --all-channel bench:all --all-every 10s --node-pids PA,PB --node-metrics http://A/metrics,http://B/metrics \
+      --drain-nodes                                           (a cluster: everyone broadcasts, nodes drained at the end)
   wsedge bench broadcast --conns 5000 --rate 2 --size 64 --ping-rate 10 --procs 2 \
       --server-pid PID --server-metrics http://ADMIN/metrics --server-rss-bound 2GiB \
       --slowloris 2000 --no-read 1000 --history-flood 100 --oversize 5 --overflow 5 --churn 500
@@ -83,6 +88,12 @@ func runBench(args []string) int {
 	fs.IntVar(&cfg.Publishers, "publishers", cfg.Publishers, "broadcast: publisher connections sharing the channels (0 = one per 20,000 publishes/s)")
 	fs.IntVar(&cfg.Slow, "slow", cfg.Slow, "broadcast: extra subscribers (4 KiB receive buffer) that stop reading after subscribing; not in the delivery figures")
 	fs.Float64Var(&cfg.PingRate, "ping-rate", cfg.PingRate, "broadcast: each subscriber also sends the ping command this often per second (echo over the protocol)")
+	fs.StringVar(&cfg.AllChannel, "all-channel", cfg.AllChannel, "broadcast: every subscriber also subscribes to this channel, and an everyone broadcast goes to it every --all-every (measured apart)")
+	fs.DurationVar(&cfg.AllEvery, "all-every", cfg.AllEvery, "broadcast: interval of the everyone broadcasts (--all-channel)")
+	fs.Var(intListFlag{&cfg.NodePIDs}, "node-pids", "comma-separated pids of a cluster's nodes: RSS read at start, ready and end of the measured phase")
+	fs.Var(listFlag{&cfg.NodeMetrics}, "node-metrics", "comma-separated admin /metrics URLs of the nodes (same order as --node-pids): goroutines at start, ready and end")
+	fs.BoolVar(&cfg.DrainNodes, "drain-nodes", cfg.DrainNodes, "after the drain, send SIGTERM to every --node-pids process and count each connection's disconnect push and close code")
+	fs.DurationVar(&cfg.DrainWait, "drain-wait", cfg.DrainWait, "--drain-nodes: longest wait for the nodes to close every connection")
 	a := &cfg.Attack
 	fs.IntVar(&a.Slowloris, "slowloris", a.Slowloris, "attackers sending their upgrade request one byte per second (kept up: replaced when closed)")
 	fs.IntVar(&a.NoRead, "no-read", a.NoRead, "attackers that subscribe to the (first) channel with a 4 KiB receive buffer and never read (kept up)")
@@ -176,6 +187,7 @@ func runBenchPlot(args []string) int {
 	fs := flag.NewFlagSet("bench plot", flag.ContinueOnError)
 	out := fs.String("o", "latency.svg", "output file, .svg or .png")
 	title := fs.String("title", "", "plot title")
+	openPlot := fs.Bool("open", false, "plot connections open over time instead of the latency distribution")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -188,7 +200,11 @@ func runBenchPlot(args []string) int {
 		fmt.Fprintln(os.Stderr, "wsedge bench plot:", err)
 		return 1
 	}
-	if err := writePlotTitled(*out, rs, *title); err != nil {
+	write := writePlotTitled
+	if *openPlot {
+		write = writeOpenPlot
+	}
+	if err := write(*out, rs, *title); err != nil {
 		fmt.Fprintln(os.Stderr, "wsedge bench plot:", err)
 		return 1
 	}
@@ -219,6 +235,26 @@ func writePlotTitled(path string, rs []*bench.Result, title string) error {
 		err = bench.PlotSVG(f, rs, title)
 	case ".png":
 		err = bench.PlotPNG(f, rs, title)
+	default:
+		err = fmt.Errorf("plot: %s: use a .svg or .png name", path)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// writeOpenPlot draws connections open over time.
+func writeOpenPlot(path string, rs []*bench.Result, title string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	switch strings.ToLower(filepath.Ext(path)) {
+	case ".svg":
+		err = bench.PlotOpenSVG(f, rs, title)
+	case ".png":
+		err = bench.PlotOpenPNG(f, rs, title)
 	default:
 		err = fmt.Errorf("plot: %s: use a .svg or .png name", path)
 	}
@@ -261,6 +297,35 @@ func (f listFlag) Set(s string) error {
 		if e = strings.TrimSpace(e); e != "" {
 			*f.p = append(*f.p, e)
 		}
+	}
+	return nil
+}
+
+// intListFlag is a flag holding a comma-separated list of integers.
+type intListFlag struct{ p *[]int }
+
+func (f intListFlag) String() string {
+	if f.p == nil {
+		return ""
+	}
+	var parts []string
+	for _, v := range *f.p {
+		parts = append(parts, strconv.Itoa(v))
+	}
+	return strings.Join(parts, ",")
+}
+
+func (f intListFlag) Set(s string) error {
+	*f.p = nil
+	for _, e := range strings.Split(s, ",") {
+		if e = strings.TrimSpace(e); e == "" {
+			continue
+		}
+		v, err := strconv.Atoi(e)
+		if err != nil {
+			return fmt.Errorf("%q is not a number", e)
+		}
+		*f.p = append(*f.p, v)
 	}
 	return nil
 }
