@@ -33,7 +33,7 @@ func testRedisConfig(url string) broker.RedisConfig {
 	}
 }
 
-func newRedis(t *testing.T, cfg broker.RedisConfig) *broker.Redis {
+func newRedis(t testing.TB, cfg broker.RedisConfig) *broker.Redis {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -47,7 +47,7 @@ func newRedis(t *testing.T, cfg broker.RedisConfig) *broker.Redis {
 
 // checkFor polls cond until it returns nil, failing with its last error
 // after timeout.
-func checkFor(t *testing.T, timeout time.Duration, cond func() error) {
+func checkFor(t testing.TB, timeout time.Duration, cond func() error) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -62,7 +62,7 @@ func checkFor(t *testing.T, timeout time.Duration, cond func() error) {
 	}
 }
 
-func waitReady(t *testing.T, r *broker.Redis, want bool, timeout time.Duration) {
+func waitReady(t testing.TB, r *broker.Redis, want bool, timeout time.Duration) {
 	t.Helper()
 	checkFor(t, timeout, func() error {
 		if r.Ready() != want {

@@ -1,0 +1,291 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wsedge/wsedge/broker"
+	"github.com/wsedge/wsedge/broker/brokertest"
+	"github.com/wsedge/wsedge/broker/redistest"
+)
+
+func TestRedisSentinelConformance(t *testing.T) {
+	h := redistest.StartSentinel(t)
+	cfg := testRedisConfig(h.URL())
+	brokertest.Run(t, func(t *testing.T) broker.Broker { return newRedis(t, cfg) })
+	brokertest.RunPresence(t, func(t *testing.T) broker.PresenceManager { return newRedis(t, cfg) })
+}
+
+// timedCollector records each delivery with the time it arrived.
+type timedCollector struct {
+	mu   sync.Mutex
+	pubs []broker.Publication
+	at   []time.Time
+}
+
+func newTimedCollector(b broker.Broker, channel string) *timedCollector {
+	c := &timedCollector{}
+	b.SetHandler(func(ch string, p broker.Publication) {
+		if ch != channel {
+			return
+		}
+		c.mu.Lock()
+		c.pubs = append(c.pubs, p)
+		c.at = append(c.at, time.Now())
+		c.mu.Unlock()
+	})
+	return c
+}
+
+func (c *timedCollector) get() ([]broker.Publication, []time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.pubs), slices.Clone(c.at)
+}
+
+// publishResult is one Publish call of the failover publisher; data is
+// strconv.Itoa(i) for the i-th call.
+type publishResult struct {
+	start, end time.Time
+	pos        broker.StreamPosition
+	err        error
+}
+
+// failoverRun is what one Sentinel failover under a publisher measured.
+type failoverRun struct {
+	killToDelivery    time.Duration // SIGKILL of the master → first delivery of a publish made after it
+	promoteToDelivery time.Duration // Sentinel names the replica → that delivery
+	lostTail          int           // publishes the old master acknowledged and the replica never got
+}
+
+// sentinelFailover runs a publisher on node a and subscribers on nodes a
+// and b against a Sentinel-watched master, makes the replica fall behind,
+// SIGKILLs the master and checks that both nodes follow the promoted
+// replica: calls fail within their timeout meanwhile, Ready turns false
+// then true, and every acknowledged publish is delivered to both nodes
+// once, in offset order, or (only those the failover lost) superseded by
+// a new epoch. Offsets the old master handed out are never reused under
+// its epoch.
+func sentinelFailover(t testing.TB) failoverRun {
+	h := redistest.StartSentinel(t)
+	cfg := testRedisConfig(h.URL())
+	a, b := newRedis(t, cfg), newRedis(t, cfg)
+	const ch = "failover:chat"
+	ca, cb := newTimedCollector(a, ch), newTimedCollector(b, ch)
+	ctx := context.Background()
+	for _, n := range []*broker.Redis{a, b} {
+		if err := n.Subscribe(ctx, ch); err != nil {
+			t.Fatal(err)
+		}
+		waitReady(t, n, true, 5*time.Second)
+	}
+
+	var (
+		mu      sync.Mutex
+		results []publishResult
+		stop    atomic.Bool
+		done    = make(chan struct{})
+	)
+	okCount := func(after time.Time) int {
+		mu.Lock()
+		defer mu.Unlock()
+		n := 0
+		for _, r := range results {
+			if r.err == nil && r.start.After(after) {
+				n++
+			}
+		}
+		return n
+	}
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(2 * time.Millisecond) // pacing, about 500 publishes/s
+		defer tick.Stop()
+		for i := 0; !stop.Load(); i++ {
+			<-tick.C
+			r := publishResult{start: time.Now()}
+			r.pos, r.err = a.Publish(ctx, ch, []byte(strconv.Itoa(i)), keep)
+			r.end = time.Now()
+			mu.Lock()
+			results = append(results, r)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		stop.Store(true)
+		<-done
+	}()
+
+	checkFor(t, 5*time.Second, func() error {
+		if n := okCount(time.Time{}); n < 20 {
+			return fmt.Errorf("%d publishes before the stall", n)
+		}
+		return nil
+	})
+	// The replica stops receiving: what the master acknowledges from now
+	// on is lost in the failover.
+	h.Link.Stall(true)
+	stalled := time.Now()
+	checkFor(t, 5*time.Second, func() error {
+		if n := okCount(stalled); n < 20 {
+			return fmt.Errorf("%d publishes after the stall", n)
+		}
+		return nil
+	})
+	killed := time.Now()
+	h.Master.Kill()
+	waitReady(t, a, false, cfg.CanaryTimeout+callSlack)
+	waitReady(t, b, false, cfg.CanaryTimeout+callSlack)
+	var promoted time.Time
+	checkFor(t, 15*time.Second, func() error {
+		addr, err := h.MasterAddr()
+		if err != nil || addr != h.Replica.Addr() {
+			return fmt.Errorf("sentinel names %q (%v), want the replica %s", addr, err, h.Replica.Addr())
+		}
+		promoted = time.Now()
+		return nil
+	})
+	waitReady(t, a, true, 10*time.Second)
+	waitReady(t, b, true, 10*time.Second)
+	checkFor(t, 10*time.Second, func() error {
+		if n := okCount(promoted); n < 50 {
+			return fmt.Errorf("%d publishes since the promotion", n)
+		}
+		return nil
+	})
+	stop.Store(true)
+	<-done
+
+	// Sort the publishes: before the kill one epoch, after it another,
+	// each (epoch, offset) once.
+	var run failoverRun
+	byPos := make(map[broker.StreamPosition]string)
+	var oldEpoch, newEpoch string
+	firstAfter := -1
+	for i, r := range results {
+		if d := r.end.Sub(r.start); d > cfg.OpTimeout+callSlack {
+			t.Errorf("publish %d took %v, OpTimeout %v", i, d, cfg.OpTimeout)
+		}
+		if r.err != nil {
+			continue
+		}
+		if prev, dup := byPos[r.pos]; dup {
+			t.Fatalf("publishes %s and %d both got position %+v", prev, i, r.pos)
+		}
+		byPos[r.pos] = strconv.Itoa(i)
+		switch {
+		case r.start.Before(killed) && oldEpoch == "":
+			oldEpoch = r.pos.Epoch
+		case r.start.Before(killed):
+			if r.pos.Epoch != oldEpoch {
+				t.Fatalf("publish %d before the kill in epoch %s, the others in %s", i, r.pos.Epoch, oldEpoch)
+			}
+		case newEpoch == "":
+			newEpoch, firstAfter = r.pos.Epoch, i
+			if r.pos.Epoch == oldEpoch || r.pos.Offset != 1 {
+				t.Fatalf("first publish after the failover at %+v, want offset 1 of a new epoch (old %s)", r.pos, oldEpoch)
+			}
+		case r.pos.Epoch != newEpoch:
+			t.Fatalf("publish %d after the failover in epoch %s, the first in %s", i, r.pos.Epoch, newEpoch)
+		}
+	}
+	if oldEpoch == "" || newEpoch == "" {
+		t.Fatalf("no publish succeeded before (%q) or after (%q) the failover", oldEpoch, newEpoch)
+	}
+
+	for name, c := range map[string]*timedCollector{"a": ca, "b": cb} {
+		// Every acknowledged publish arrives once, in offset order within
+		// each epoch; the old epoch's last ones may be missing only where
+		// the failover lost them, which the new epoch then announces.
+		checkFor(t, 5*time.Second, func() error {
+			pubs, _ := c.get()
+			got := make(map[broker.StreamPosition]bool)
+			for _, p := range pubs {
+				got[broker.StreamPosition{Offset: p.Offset, Epoch: p.Epoch}] = true
+			}
+			for pos, data := range byPos {
+				if !got[pos] && (pos.Epoch == newEpoch || !got[broker.StreamPosition{Offset: 1, Epoch: newEpoch}]) {
+					return fmt.Errorf("node %s: publish %s at %+v not delivered", name, data, pos)
+				}
+			}
+			return nil
+		})
+		pubs, at := c.get()
+		last := map[string]uint64{}
+		for i, p := range pubs {
+			pos := broker.StreamPosition{Offset: p.Offset, Epoch: p.Epoch}
+			if data, ok := byPos[pos]; ok && data != string(p.Data) {
+				t.Fatalf("node %s delivered %q at %+v, published there: %q", name, p.Data, pos, data)
+			}
+			if p.Offset != last[p.Epoch]+1 {
+				t.Fatalf("node %s: delivery %d at %+v after offset %d of its epoch", name, i, pos, last[p.Epoch])
+			}
+			last[p.Epoch] = p.Offset
+			if i > 0 && p.Epoch == oldEpoch && pubs[i-1].Epoch == newEpoch {
+				t.Fatalf("node %s: old epoch delivered after the new one", name)
+			}
+		}
+		if name == "b" {
+			for i, p := range pubs {
+				if p.Epoch == newEpoch {
+					run.killToDelivery = at[i].Sub(killed)
+					run.promoteToDelivery = at[i].Sub(promoted)
+					break
+				}
+			}
+		}
+	}
+
+	// The replica lacks the stalled tail: a position in it no longer
+	// recovers, and the stream is in the new epoch.
+	var lastOld broker.StreamPosition
+	for _, r := range results[:firstAfter] {
+		if r.err == nil {
+			lastOld = r.pos
+			if r.start.After(stalled) {
+				run.lostTail++
+			}
+		}
+	}
+	res, err := b.History(ctx, ch, broker.HistoryRequest{Since: &lastOld, Limit: broker.NoLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Recovered || res.Position.Epoch != newEpoch {
+		t.Fatalf("recovery from %+v after the failover: %+v, want Recovered false in epoch %s", lastOld, res, newEpoch)
+	}
+	t.Logf("failover: kill→delivery %v, promotion→delivery %v, %d acknowledged publishes lost with the replica's tail; a %+v; b %+v",
+		run.killToDelivery, run.promoteToDelivery, run.lostTail, a.Stats(), b.Stats())
+	return run
+}
+
+func TestRedisSentinelFailover(t *testing.T) {
+	run := sentinelFailover(t)
+	if run.killToDelivery <= 0 || run.killToDelivery > 15*time.Second {
+		t.Fatalf("kill to first delivery %v", run.killToDelivery)
+	}
+}
+
+// BenchmarkRedisSentinelFailover measures the time from SIGKILL of the
+// master to the first delivery, on another node, of a publication made
+// after it (go test -run '^$' -bench SentinelFailover -benchtime 3x
+// ./broker/). Each iteration starts its own master, replica and Sentinel.
+func BenchmarkRedisSentinelFailover(b *testing.B) {
+	var sum, worst, promo time.Duration
+	for range b.N {
+		run := sentinelFailover(b)
+		sum += run.killToDelivery
+		promo += run.promoteToDelivery
+		worst = max(worst, run.killToDelivery)
+	}
+	b.ReportMetric(float64(sum.Milliseconds())/float64(b.N), "ms-kill-to-delivery")
+	b.ReportMetric(float64(worst.Milliseconds()), "ms-kill-to-delivery-max")
+	b.ReportMetric(float64(promo.Milliseconds())/float64(b.N), "ms-promotion-to-delivery")
+	b.ReportMetric(0, "ns/op")
+}
