@@ -657,18 +657,19 @@ func (r *Redis) monitor() {
 // publishCanaries publishes every shard's canary through the command
 // pool, the one Publish uses (go-redis's pipeline pool recovers from an
 // outage on its own schedule): a canary that comes back proves both
-// publishing and delivery. It reports whether all were published.
+// publishing and delivery. It is a script that also writes a key of the
+// shard's slot, as Publish does: a Redis Cluster master that refuses
+// writes (CLUSTERDOWN while the cluster is failed, or for a while after it
+// restarted) still relays SPUBLISH, and a replica that Sentinel has not
+// yet demoted in every client's view answers READONLY. It reports whether
+// all were published.
 func (r *Redis) publishCanaries() bool {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CanaryInterval)
 	defer cancel()
 	ok := true
+	ttl := strconv.FormatInt(max(r.cfg.CanaryTimeout.Milliseconds(), 1), 10)
 	for _, sh := range r.shards {
-		var err error
-		if r.sharded {
-			err = r.c.SPublish(ctx, sh.canary, r.cfg.NodeID).Err()
-		} else {
-			err = r.c.Publish(ctx, sh.canary, r.cfg.NodeID).Err()
-		}
+		err := canaryScript.Run(ctx, r.c, []string{sh.canaryKey}, r.cfg.NodeID, ttl, sh.canary, r.publishCmd()).Err()
 		ok = ok && err == nil
 	}
 	return ok

@@ -2,9 +2,11 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -288,4 +290,181 @@ func BenchmarkRedisSentinelFailover(b *testing.B) {
 	b.ReportMetric(float64(worst.Milliseconds()), "ms-kill-to-delivery-max")
 	b.ReportMetric(float64(promo.Milliseconds())/float64(b.N), "ms-promotion-to-delivery")
 	b.ReportMetric(0, "ns/op")
+}
+
+// Two nodes on a Redis Cluster of three masters: the channels' shards
+// land on every master, each node's canaries come back through pub/sub
+// connections to every master, publications cross nodes once and in
+// order; when a master is SIGKILLed (no replica takes over) both nodes
+// turn not ready and publishes fail within OpTimeout instead of hanging.
+func TestRedisClusterThreeMasters(t *testing.T) {
+	c := redistest.StartCluster(t, 3)
+	cfg := testRedisConfig(c.URL())
+	cfg.Shards = 8
+	a, b := newRedis(t, cfg), newRedis(t, cfg)
+	ca, cb := newCollector(a), newCollector(b)
+	ctx := context.Background()
+	waitReady(t, a, true, 5*time.Second)
+	waitReady(t, b, true, 5*time.Second)
+
+	// Every master carries the canaries of both nodes' shards on it.
+	total := 0
+	for i, s := range c.Nodes {
+		n := pubsubConnections(t, s)
+		if n == 0 {
+			t.Fatalf("master %d (%s) has no pub/sub connection: no shard landed on it", i, s.Addr())
+		}
+		total += n
+	}
+	if total != 2*cfg.Shards {
+		t.Fatalf("%d pub/sub connections over the masters, want %d (one per shard per node)", total, 2*cfg.Shards)
+	}
+
+	chs := make([]string, 12)
+	for i := range chs {
+		chs[i] = "cl:" + strconv.Itoa(i)
+		for _, n := range []*broker.Redis{a, b} {
+			if err := n.Subscribe(ctx, chs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const each = 50
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	for _, n := range []*broker.Redis{a, b} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				for _, ch := range chs {
+					if _, err := n.Publish(ctx, ch, []byte(strconv.Itoa(i)), keep); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, ch := range chs {
+		for name, col := range map[string]*collector{"a": ca, "b": cb} {
+			checkFor(t, 5*time.Second, func() error {
+				if err := checkSequence(col.get(ch), 2*each); err != nil {
+					return fmt.Errorf("node %s, %s: %w", name, ch, err)
+				}
+				return nil
+			})
+		}
+	}
+	// Where the channels' streams live.
+	home := make(map[string]int)
+	for i, s := range c.Nodes {
+		keys, err := s.Do("KEYS", "*:m:cl:*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range strings.Fields(keys) {
+			_, ch, _ := strings.Cut(k, ":m:")
+			home[ch] = i
+			if got, err := c.NodeOf(k); err != nil || got != i {
+				t.Fatalf("key %s on master %d, its slot on %d (%v)", k, i, got, err)
+			}
+		}
+	}
+	masters := make(map[int]bool)
+	for _, ch := range chs {
+		n, ok := home[ch]
+		if !ok {
+			t.Fatalf("no master holds the stream of %s", ch)
+		}
+		masters[n] = true
+	}
+	if len(masters) != len(c.Nodes) {
+		t.Fatalf("the streams of %d channels live on %d of %d masters", len(chs), len(masters), len(c.Nodes))
+	}
+	if st := a.Stats(); st.Lost != 0 || st.Refetched != 0 {
+		t.Fatalf("healthy run lost or refetched publications: %+v", st)
+	}
+
+	// Kill the master of the first channel; nothing takes its slots over.
+	dead := home[chs[0]]
+	c.Nodes[dead].Kill()
+	waitReady(t, a, false, cfg.CanaryTimeout+callSlack)
+	waitReady(t, b, false, cfg.CanaryTimeout+callSlack)
+	bounded := func(ch string) error {
+		start := time.Now()
+		_, err := a.Publish(ctx, ch, []byte("x"), keep)
+		if d := time.Since(start); d > cfg.OpTimeout+callSlack {
+			t.Fatalf("publish to %s took %v with a master down, OpTimeout %v", ch, d, cfg.OpTimeout)
+		}
+		return err
+	}
+	for _, ch := range chs {
+		err := bounded(ch)
+		if home[ch] == dead && err == nil {
+			t.Fatalf("publish to %s succeeded with its master down", ch)
+		}
+	}
+	if err := b.Unsubscribe(ctx, chs[0]); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	if err := b.Subscribe(ctx, chs[0]); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("subscribe with its master down: %v, want ErrUnavailable", err)
+	} else if d := time.Since(start); d > cfg.OpTimeout+callSlack {
+		t.Fatalf("subscribe took %v with a master down", d)
+	}
+	// Once the other masters agree it failed, the whole cluster refuses
+	// writes (cluster-require-full-coverage): every publish fails, still
+	// within its timeout.
+	checkFor(t, 10*redistest.NodeTimeout, func() error {
+		for i, s := range c.Nodes {
+			if i == dead {
+				continue
+			}
+			if info, err := s.Do("CLUSTER", "INFO"); err != nil || !strings.Contains(info, "cluster_state:fail") {
+				return fmt.Errorf("master %d: cluster not failed yet (%v)", i, err)
+			}
+		}
+		return nil
+	})
+	for _, ch := range chs {
+		if err := bounded(ch); err == nil {
+			t.Fatalf("publish to %s succeeded on a failed cluster", ch)
+		}
+	}
+	if a.Ready() || b.Ready() {
+		t.Fatalf("ready on a failed cluster: %+v %+v", a.Stats(), b.Stats())
+	}
+
+	// The master comes back empty with its slots: the cluster heals, both
+	// nodes turn ready and deliver again, the lost streams under new
+	// epochs.
+	old := ca.get(chs[0])
+	c.Nodes[dead].Restart()
+	healed := time.Now()
+	waitReady(t, a, true, 10*time.Second)
+	waitReady(t, b, true, 10*time.Second)
+	t.Logf("ready %v after the master restarted; a %+v", time.Since(healed), a.Stats())
+	pos, err := a.Publish(ctx, chs[0], []byte("back"), keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if pos.Offset != 1 || pos.Epoch == old[len(old)-1].Epoch {
+		t.Fatalf("first publish on the restarted master at %+v, want offset 1 of a new epoch", pos)
+	}
+	for name, col := range map[string]*collector{"a": ca, "b": cb} {
+		checkFor(t, 5*time.Second, func() error {
+			got := col.get(chs[0])
+			if p := got[len(got)-1]; p.Offset != pos.Offset || p.Epoch != pos.Epoch {
+				return fmt.Errorf("node %s: last delivery of %s at {%d %s}, want %+v", name, chs[0], p.Offset, p.Epoch, pos)
+			}
+			return nil
+		})
+	}
 }

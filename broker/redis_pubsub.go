@@ -25,9 +25,10 @@ const maxCatchUpBatch = 256
 // channels share a hash tag, and it has one pub/sub connection per node,
 // read by its reader goroutine and written by its writer goroutine.
 type redisShard struct {
-	r      *Redis
-	base   string // "{prefix:N}", the hash tag every name of the shard starts with
-	canary string // this node's canary channel through this shard
+	r         *Redis
+	base      string // "{prefix:N}", the hash tag every name of the shard starts with
+	canary    string // this node's canary channel through this shard
+	canaryKey string // the key its canary script writes, in the shard's slot
 
 	// canarySeen is when the canary last came back (unix ns; 0 after the
 	// connection failed). serving is true while the reader reads a
@@ -74,12 +75,13 @@ type redisSub struct {
 func newRedisShard(r *Redis, i int) *redisShard {
 	base := "{" + r.cfg.KeyPrefix + ":" + strconv.Itoa(i) + "}"
 	return &redisShard{
-		r:        r,
-		base:     base,
-		canary:   base + ":canary:" + r.cfg.NodeID,
-		kick:     make(chan struct{}, 1),
-		subs:     make(map[string]*redisSub),
-		presence: make(map[string]map[string]ClientInfo),
+		r:         r,
+		base:      base,
+		canary:    base + ":canary:" + r.cfg.NodeID,
+		canaryKey: base + ":k:" + r.cfg.NodeID,
+		kick:      make(chan struct{}, 1),
+		subs:      make(map[string]*redisSub),
+		presence:  make(map[string]map[string]ClientInfo),
 	}
 }
 

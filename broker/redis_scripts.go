@@ -122,6 +122,15 @@ if count <= 0 then return {top, e, from, {}} end
 return {top, e, from, redis.call('lrange', list, from - first, from - first + count - 1)}
 `)
 
+// canaryScript: KEYS a key of the shard's slot; ARGV node id, TTL in ms,
+// the canary channel, the publish command. It writes the key (expiring)
+// and publishes the node id, so a canary proves that the shard's master
+// accepts writes as well as that pub/sub delivers.
+var canaryScript = redis.NewScript(`
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+return redis.call(ARGV[4], ARGV[3], ARGV[1])
+`)
+
 // Presence of a channel is three keys of one hash slot: a hash client id →
 // "<len(user)>:<user><info>", a sorted set client id → expiry (unix ms),
 // and a hash of user counts ("u<user>" → connections, "a" → anonymous

@@ -234,7 +234,7 @@ func TestRedisSubscribeBatched(t *testing.T) {
 }
 
 // commandCalls returns how often the server ran the command.
-func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
+func commandCalls(t testing.TB, srv *redistest.Server, cmd string) int {
 	t.Helper()
 	info, err := srv.Do("INFO", "commandstats")
 	if err != nil {
@@ -252,7 +252,7 @@ func commandCalls(t *testing.T, srv *redistest.Server, cmd string) int {
 }
 
 // pubsubConnections counts the server's connections with subscriptions.
-func pubsubConnections(t *testing.T, srv *redistest.Server) int {
+func pubsubConnections(t testing.TB, srv *redistest.Server) int {
 	t.Helper()
 	list, err := srv.Do("CLIENT", "LIST")
 	if err != nil {
@@ -267,25 +267,13 @@ func pubsubConnections(t *testing.T, srv *redistest.Server) int {
 	return n
 }
 
-// A one-node Redis Cluster holding every slot: the hash-tagged keys and
-// shard channels, the scripts and the slot-routed pub/sub connections work
-// through go-redis's cluster client.
+// A Redis Cluster of three masters: the hash-tagged keys and shard
+// channels, the scripts and the slot-routed pub/sub connections work
+// through go-redis's cluster client, with the shards spread over the
+// masters.
 func TestRedisClusterConformance(t *testing.T) {
-	srv := redistest.Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf")
-	if _, err := srv.Do("CLUSTER", "ADDSLOTSRANGE", "0", "16383"); err != nil {
-		t.Fatal(err)
-	}
-	checkFor(t, 10*time.Second, func() error {
-		info, err := srv.Do("CLUSTER", "INFO")
-		if err != nil {
-			return err
-		}
-		if !strings.Contains(info, "cluster_state:ok") {
-			return fmt.Errorf("cluster not ready: %.40s", info)
-		}
-		return nil
-	})
-	cfg := testRedisConfig("redis+cluster://" + srv.Addr())
+	c := redistest.StartCluster(t, 3)
+	cfg := testRedisConfig(c.URL())
 	brokertest.Run(t, func(t *testing.T) broker.Broker { return newRedis(t, cfg) })
 	brokertest.RunPresence(t, func(t *testing.T) broker.PresenceManager { return newRedis(t, cfg) })
 }
