@@ -243,7 +243,8 @@ func (c *RedisConfig) apply(dial, read, write, pool *time.Duration, poolSize, mi
 // so a publication numbered after a later History position is delivered.
 // The handler runs on the shard's reader goroutine, per channel in offset
 // order, each publication once: after a reconnect the reader fetches what
-// a channel missed from its history before delivering anything newer, and
+// a channel missed from its history before delivering anything newer (when
+// the stream has a new epoch since, the new epoch from its start), and
 // drops what it already delivered. Publications lost for good (trimmed or
 // expired before the reader could fetch them, or published without
 // history) cannot be delivered; Stats counts them.

@@ -468,3 +468,67 @@ func TestRedisClusterThreeMasters(t *testing.T) {
 		})
 	}
 }
+
+// A node whose pub/sub connection was wedged while the stream started a
+// new epoch (a failover, or Redis losing it) delivers, once resubscribed,
+// the new epoch from its start: the publications made in it before the
+// node resubscribed are not dropped for the old epoch's sake.
+func TestRedisCatchUpAcrossEpochs(t *testing.T) {
+	srv := redistest.Start(t)
+	proxy := redistest.NewProxy(t, srv.Addr())
+	cfg := testRedisConfig(proxy.URL())
+	a := newRedis(t, cfg)                        // through the proxy
+	b := newRedis(t, testRedisConfig(srv.URL())) // direct
+	ca := newCollector(a)
+	newCollector(b)
+	ctx := context.Background()
+	const ch = "epochs:chat"
+	if err := a.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, a, true, 5*time.Second)
+	publish := func(n int) (last broker.StreamPosition) {
+		for i := 0; i < n; i++ {
+			pos, err := b.Publish(ctx, ch, []byte(strconv.Itoa(i)), keep)
+			if err != nil {
+				t.Fatal(err)
+			}
+			last = pos
+		}
+		return last
+	}
+	old := publish(5)
+	checkFor(t, 5*time.Second, func() error { return checkSequence(ca.get(ch), 5) })
+	if n := proxy.WedgePubSub(); n != cfg.Shards {
+		t.Fatalf("wedged %d pub/sub connections, want %d", n, cfg.Shards)
+	}
+	if err := b.RemoveHistory(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if pos := publish(10); pos.Epoch == old.Epoch || pos.Offset != 10 {
+		t.Fatalf("after RemoveHistory the stream is at %+v, want offset 10 of a new epoch", pos)
+	}
+	checkFor(t, 10*time.Second, func() error {
+		if st := a.Stats(); st.ForcedResubscribes == 0 || !a.Ready() {
+			return fmt.Errorf("not resubscribed yet: %+v", st)
+		}
+		return nil
+	})
+	pos := publish(1)
+	checkFor(t, 5*time.Second, func() error {
+		got := ca.get(ch)
+		if len(got) < 5 {
+			return fmt.Errorf("%d deliveries", len(got))
+		}
+		if err := checkSequence(got[:5], 5); err != nil || got[0].Epoch != old.Epoch {
+			return fmt.Errorf("old epoch: %v", err)
+		}
+		if err := checkSequence(got[5:], int(pos.Offset)); err != nil || got[5].Epoch != pos.Epoch {
+			return fmt.Errorf("new epoch %s: %v", pos.Epoch, err)
+		}
+		return nil
+	})
+	if st := a.Stats(); st.Lost != 0 || st.Refetched != 10 {
+		t.Fatalf("%+v, want the new epoch's 10 publications refetched and none lost", st)
+	}
+}
