@@ -54,7 +54,9 @@ end
 // stream's expiry to at least the TTL, a publish without TTL makes it
 // persistent (as Memory does). The list always carries the hash's expiry,
 // so neither key outlives the other.
-var publishScript = redis.NewScript(luaPrelude + `
+var publishScript = redis.NewScript(publishLua)
+
+const publishLua = luaPrelude + `
 local meta, list = KEYS[1], KEYS[2]
 local rid = replid()
 local e, r = unpack(redis.call('hmget', meta, 'e', 'r'))
@@ -81,7 +83,7 @@ local m = redis.call('pttl', meta)
 if m > 0 then redis.call('pexpire', list, m) else redis.call('persist', list) end
 redis.call(ARGV[6], ARGV[5], top .. ':' .. e .. ':' .. ARGV[1])
 return {top, e}
-`)
+`
 
 // historyScript: KEYS meta, list; ARGV the epoch for a new stream, the
 // empty-stream TTL in ms, "1" when since is given, since offset, since
