@@ -40,11 +40,11 @@ end
 //
 // A stream last written under another replication ID than the master's
 // now starts again under the new epoch. Replication is asynchronous: a
-// replica promoted by Sentinel (or a Cluster failover, or a master
-// restarted from its AOF or RDB) may lack the last publications the old
-// master numbered and sent, and continuing the old epoch would number new
-// publications with offsets that subscribers and clients already hold for
-// others (silently dropped as duplicates, or recovered as if they were the
+// replica promoted by Sentinel (or a Cluster failover, or a crashed master
+// restarted from its AOF or RDB under a new ID) may lack the last
+// publications the old master numbered and sent, and continuing the old
+// epoch would number new publications with offsets that subscribers and
+// clients already hold for others (silently dropped as duplicates, or recovered as if they were the
 // old ones). Whether anything was lost cannot be known from the promoted
 // copy, so every stream's next publication after a master change starts a
 // new epoch. A stream without "r" (written before the field existed)
