@@ -44,8 +44,8 @@ end
 // restarted from its AOF or RDB under a new ID) may lack the last
 // publications the old master numbered and sent, and continuing the old
 // epoch would number new publications with offsets that subscribers and
-// clients already hold for others (silently dropped as duplicates, or recovered as if they were the
-// old ones). Whether anything was lost cannot be known from the promoted
+// clients already hold for others (silently dropped as duplicates, or
+// recovered as if they were the old ones). Whether anything was lost cannot be known from the promoted
 // copy, so every stream's next publication after a master change starts a
 // new epoch. A stream without "r" (written before the field existed)
 // adopts the master's.
