@@ -459,13 +459,7 @@ func (r *Redis) Publish(ctx context.Context, channel string, data []byte, opts P
 	if opts.HistorySize == 0 {
 		msg := make([]byte, 0, len(data)+3)
 		msg = append(append(msg, "0::"...), data...)
-		var err error
-		if r.sharded {
-			err = r.c.SPublish(ctx, sh.pubChannel(channel), msg).Err()
-		} else {
-			err = r.c.Publish(ctx, sh.pubChannel(channel), msg).Err()
-		}
-		if err != nil {
+		if err := r.once(ctx, redis.NewCmd(ctx, r.publishCmd(), sh.pubChannel(channel), msg)).Err(); err != nil {
 			return StreamPosition{}, redisErr("publish", channel, err)
 		}
 		return StreamPosition{}, nil
@@ -474,7 +468,14 @@ func (r *Redis) Publish(ctx context.Context, channel string, data []byte, opts P
 	if opts.HistoryTTL > 0 {
 		ttl = max(opts.HistoryTTL.Milliseconds(), 1)
 	}
-	res, err := publishScript.Run(ctx, r.c, sh.streamKeys(channel), data, opts.HistorySize, ttl, newEpoch(), sh.pubChannel(channel), r.publishCmd()).Slice()
+	keys := sh.streamKeys(channel)
+	args := []any{"evalsha", publishScript.Hash(), len(keys), keys[0], keys[1], data, opts.HistorySize, ttl, newEpoch(), sh.pubChannel(channel), r.publishCmd()}
+	cmd := r.once(ctx, redis.NewCmd(ctx, args...))
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		args[0], args[1] = "eval", publishLua
+		cmd = r.once(ctx, redis.NewCmd(ctx, args...))
+	}
+	res, err := cmd.Slice()
 	if err != nil {
 		return StreamPosition{}, redisErr("publish", channel, err)
 	}
@@ -483,6 +484,21 @@ func (r *Redis) Publish(ctx context.Context, channel string, data []byte, opts P
 		return StreamPosition{}, redisErr("publish", channel, errBadReply)
 	}
 	return StreamPosition{Offset: top, Epoch: epoch}, nil
+}
+
+// noRetry marks a command that go-redis must not send again after a
+// network error: its cluster client retries such a command on its own
+// (MaxRetries does not govern that), and a publish whose reply was lost
+// may have been applied. Redirections (MOVED, ASK) and READONLY, which
+// say that nothing was applied, are still followed.
+type noRetry struct{ *redis.Cmd }
+
+func (noRetry) NoRetry() bool { return true }
+
+// once runs cmd without retries after network errors; see noRetry.
+func (r *Redis) once(ctx context.Context, cmd *redis.Cmd) *redis.Cmd {
+	_ = r.c.Process(ctx, noRetry{cmd})
+	return cmd
 }
 
 func (r *Redis) publishCmd() string {

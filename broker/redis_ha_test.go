@@ -532,3 +532,71 @@ func TestRedisCatchUpAcrossEpochs(t *testing.T) {
 		t.Fatalf("%+v, want the new epoch's 10 publications refetched and none lost", st)
 	}
 }
+
+// A publish whose reply is lost after Redis applied it is reported as an
+// error and not sent again: go-redis's cluster client retries a command
+// after a network error on its own, which would publish it twice under
+// two offsets (or deliver a publication without history twice).
+func TestRedisClusterPublishNotRetried(t *testing.T) {
+	c := redistest.StartCluster(t, 1)
+	proxy := redistest.NewProxy(t, c.Nodes[0].Addr())
+	// The node names the proxy as its address, so that the cluster client
+	// talks to it through the proxy after discovering the slots.
+	_, port, _ := strings.Cut(proxy.Addr(), ":")
+	if _, err := c.Nodes[0].Do("CONFIG", "SET", "cluster-announce-port", port); err != nil {
+		t.Fatal(err)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		slots, err := c.Nodes[0].Do("CLUSTER", "SLOTS")
+		if err != nil || !strings.Contains(slots, "\n"+port+"\n") {
+			return fmt.Errorf("CLUSTER SLOTS %q (%v) does not name the proxy's port %s", slots, err, port)
+		}
+		return nil
+	})
+	r := newRedis(t, testRedisConfig("redis+cluster://"+proxy.Addr()))
+	col := newCollector(r)
+	ctx := context.Background()
+	const ch = "once:chat"
+	if err := r.Subscribe(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Publish(ctx, ch, []byte("first"), keep); err != nil {
+		t.Fatal(err)
+	}
+	proxy.CutReplyTo("cut-kept")
+	if pos, err := r.Publish(ctx, ch, []byte("cut-kept"), keep); err == nil {
+		t.Fatalf("publish whose reply was lost succeeded at %+v", pos)
+	}
+	proxy.CutReplyTo("cut-plain")
+	if _, err := r.Publish(ctx, ch, []byte("cut-plain"), broker.PublishOptions{}); err == nil {
+		t.Fatal("publish without history whose reply was lost succeeded")
+	}
+	last, err := r.Publish(ctx, ch, []byte("last"), keep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last.Offset != 3 {
+		t.Fatalf("the publish after the lost reply got offset %d, want 3 (the lost one applied once)", last.Offset)
+	}
+	res, err := r.History(ctx, ch, broker.HistoryRequest{Limit: broker.NoLimit})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kept []string
+	for _, p := range res.Publications {
+		kept = append(kept, string(p.Data))
+	}
+	if strings.Join(kept, ",") != "first,cut-kept,last" {
+		t.Fatalf("history %q, want first,cut-kept,last", kept)
+	}
+	checkFor(t, 5*time.Second, func() error {
+		var got []string
+		for _, p := range col.get(ch) {
+			got = append(got, string(p.Data))
+		}
+		if strings.Join(got, ",") != "first,cut-kept,cut-plain,last" {
+			return fmt.Errorf("delivered %q, want first,cut-kept,cut-plain,last", got)
+		}
+		return nil
+	})
+}

@@ -260,6 +260,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	stall  bool
+	cut    []byte // see CutReplyTo
 	conns  map[*proxyConn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -271,6 +272,7 @@ type proxyConn struct {
 	mu      sync.Mutex
 	pubsub  bool // the client sent a (S)SUBSCRIBE
 	wedged  bool
+	cutting bool // the next reply closes the connection instead
 	stalled func() bool
 }
 
@@ -311,6 +313,28 @@ func (p *Proxy) WedgePubSub() int {
 		c.mu.Unlock()
 	}
 	return n
+}
+
+// CutReplyTo arms a one-shot fault: the next request that contains
+// marker is forwarded to the server, which applies it, and then the
+// connection is closed instead of carrying the reply, as when a network
+// fails at the worst moment. A client that sends the request again
+// applies it twice.
+func (p *Proxy) CutReplyTo(marker string) {
+	p.mu.Lock()
+	p.cut = []byte(marker)
+	p.mu.Unlock()
+}
+
+// takeCut reports whether b carries the armed marker, disarming it.
+func (p *Proxy) takeCut(b []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut == nil || !bytes.Contains(b, p.cut) {
+		return false
+	}
+	p.cut = nil
+	return true
 }
 
 // Stall makes every connection, open or new, drop what it carries while
@@ -388,12 +412,20 @@ func (p *Proxy) pipe(c *proxyConn, src, dst net.Conn, fromClient bool) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			cut := fromClient && p.takeCut(buf[:n])
 			c.mu.Lock()
 			if fromClient && !c.pubsub && isSubscribe(buf[:n]) {
 				c.pubsub = true
 			}
+			if cut {
+				c.cutting = true
+			}
 			drop := c.wedged
+			cutNow := !fromClient && c.cutting
 			c.mu.Unlock()
+			if cutNow {
+				return // the deferred Close drops the reply and the connection
+			}
 			if !drop && !c.stalled() {
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
