@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"runtime"
 	"strconv"
@@ -33,16 +34,25 @@ func testRedisConfig(url string) broker.RedisConfig {
 	}
 }
 
+// newRedis connects a broker to the test's Redis. The quick timeouts of
+// testRedisConfig can expire on a loaded machine while the test's own
+// Redis is up, so a failed connection is tried again for 5 s.
 func newRedis(t testing.TB, cfg broker.RedisConfig) *broker.Redis {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	r, err := broker.NewRedis(ctx, cfg)
-	if err != nil {
-		t.Fatal(err)
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		r, err := broker.NewRedis(ctx, cfg)
+		cancel()
+		if err == nil {
+			t.Cleanup(func() { r.Close() })
+			return r
+		}
+		if errors.Is(err, broker.ErrShardsMismatch) || time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond) // polling interval, not synchronisation
 	}
-	t.Cleanup(func() { r.Close() })
-	return r
 }
 
 // checkFor polls cond until it returns nil, failing with its last error
