@@ -387,7 +387,9 @@ func TestRedisClusterThreeMasters(t *testing.T) {
 	if len(masters) != len(c.Nodes) {
 		t.Fatalf("the streams of %d channels live on %d of %d masters", len(chs), len(masters), len(c.Nodes))
 	}
-	if st := a.Stats(); st.Lost != 0 || st.Refetched != 0 {
+	// A canary late on a loaded machine resubscribes a shard, which then
+	// refetches; nothing is lost either way.
+	if st := a.Stats(); st.Lost != 0 || st.Refetched != 0 && st.ForcedResubscribes+st.Reconnects == 0 {
 		t.Fatalf("healthy run lost or refetched publications: %+v", st)
 	}
 
