@@ -243,7 +243,8 @@ func (c *RedisConfig) apply(dial, read, write, pool *time.Duration, poolSize, mi
 // so a publication numbered after a later History position is delivered.
 // The handler runs on the shard's reader goroutine, per channel in offset
 // order, each publication once: after a reconnect the reader fetches what
-// a channel missed from its history before delivering anything newer, and
+// a channel missed from its history before delivering anything newer (when
+// the stream has a new epoch since, the new epoch from its start), and
 // drops what it already delivered. Publications lost for good (trimmed or
 // expired before the reader could fetch them, or published without
 // history) cannot be delivered; Stats counts them.
@@ -458,13 +459,7 @@ func (r *Redis) Publish(ctx context.Context, channel string, data []byte, opts P
 	if opts.HistorySize == 0 {
 		msg := make([]byte, 0, len(data)+3)
 		msg = append(append(msg, "0::"...), data...)
-		var err error
-		if r.sharded {
-			err = r.c.SPublish(ctx, sh.pubChannel(channel), msg).Err()
-		} else {
-			err = r.c.Publish(ctx, sh.pubChannel(channel), msg).Err()
-		}
-		if err != nil {
+		if err := r.once(ctx, redis.NewCmd(ctx, r.publishCmd(), sh.pubChannel(channel), msg)).Err(); err != nil {
 			return StreamPosition{}, redisErr("publish", channel, err)
 		}
 		return StreamPosition{}, nil
@@ -473,7 +468,14 @@ func (r *Redis) Publish(ctx context.Context, channel string, data []byte, opts P
 	if opts.HistoryTTL > 0 {
 		ttl = max(opts.HistoryTTL.Milliseconds(), 1)
 	}
-	res, err := publishScript.Run(ctx, r.c, sh.streamKeys(channel), data, opts.HistorySize, ttl, newEpoch(), sh.pubChannel(channel), r.publishCmd()).Slice()
+	keys := sh.streamKeys(channel)
+	args := []any{"evalsha", publishScript.Hash(), len(keys), keys[0], keys[1], data, opts.HistorySize, ttl, newEpoch(), sh.pubChannel(channel), r.publishCmd()}
+	cmd := r.once(ctx, redis.NewCmd(ctx, args...))
+	if redis.HasErrorPrefix(cmd.Err(), "NOSCRIPT") {
+		args[0], args[1] = "eval", publishLua
+		cmd = r.once(ctx, redis.NewCmd(ctx, args...))
+	}
+	res, err := cmd.Slice()
 	if err != nil {
 		return StreamPosition{}, redisErr("publish", channel, err)
 	}
@@ -482,6 +484,21 @@ func (r *Redis) Publish(ctx context.Context, channel string, data []byte, opts P
 		return StreamPosition{}, redisErr("publish", channel, errBadReply)
 	}
 	return StreamPosition{Offset: top, Epoch: epoch}, nil
+}
+
+// noRetry marks a command that go-redis must not send again after a
+// network error: its cluster client retries such a command on its own
+// (MaxRetries does not govern that), and a publish whose reply was lost
+// may have been applied. Redirections (MOVED, ASK) and READONLY, which
+// say that nothing was applied, are still followed.
+type noRetry struct{ *redis.Cmd }
+
+func (noRetry) NoRetry() bool { return true }
+
+// once runs cmd without retries after network errors; see noRetry.
+func (r *Redis) once(ctx context.Context, cmd *redis.Cmd) *redis.Cmd {
+	_ = r.c.Process(ctx, noRetry{cmd})
+	return cmd
 }
 
 func (r *Redis) publishCmd() string {
@@ -657,18 +674,19 @@ func (r *Redis) monitor() {
 // publishCanaries publishes every shard's canary through the command
 // pool, the one Publish uses (go-redis's pipeline pool recovers from an
 // outage on its own schedule): a canary that comes back proves both
-// publishing and delivery. It reports whether all were published.
+// publishing and delivery. It is a script that also writes a key of the
+// shard's slot, as Publish does: a Redis Cluster master that refuses
+// writes (CLUSTERDOWN while the cluster is failed, or for a while after it
+// restarted) still relays SPUBLISH, and a replica that Sentinel has not
+// yet demoted in every client's view answers READONLY. It reports whether
+// all were published.
 func (r *Redis) publishCanaries() bool {
 	ctx, cancel := context.WithTimeout(r.ctx, r.cfg.CanaryInterval)
 	defer cancel()
 	ok := true
+	ttl := strconv.FormatInt(max(r.cfg.CanaryTimeout.Milliseconds(), 1), 10)
 	for _, sh := range r.shards {
-		var err error
-		if r.sharded {
-			err = r.c.SPublish(ctx, sh.canary, r.cfg.NodeID).Err()
-		} else {
-			err = r.c.Publish(ctx, sh.canary, r.cfg.NodeID).Err()
-		}
+		err := canaryScript.Run(ctx, r.c, []string{sh.canaryKey}, r.cfg.NodeID, ttl, sh.canary, r.publishCmd()).Err()
 		ok = ok && err == nil
 	}
 	return ok

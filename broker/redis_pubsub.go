@@ -25,9 +25,10 @@ const maxCatchUpBatch = 256
 // channels share a hash tag, and it has one pub/sub connection per node,
 // read by its reader goroutine and written by its writer goroutine.
 type redisShard struct {
-	r      *Redis
-	base   string // "{prefix:N}", the hash tag every name of the shard starts with
-	canary string // this node's canary channel through this shard
+	r         *Redis
+	base      string // "{prefix:N}", the hash tag every name of the shard starts with
+	canary    string // this node's canary channel through this shard
+	canaryKey string // the key its canary script writes, in the shard's slot
 
 	// canarySeen is when the canary last came back (unix ns; 0 after the
 	// connection failed). serving is true while the reader reads a
@@ -74,12 +75,13 @@ type redisSub struct {
 func newRedisShard(r *Redis, i int) *redisShard {
 	base := "{" + r.cfg.KeyPrefix + ":" + strconv.Itoa(i) + "}"
 	return &redisShard{
-		r:        r,
-		base:     base,
-		canary:   base + ":canary:" + r.cfg.NodeID,
-		kick:     make(chan struct{}, 1),
-		subs:     make(map[string]*redisSub),
-		presence: make(map[string]map[string]ClientInfo),
+		r:         r,
+		base:      base,
+		canary:    base + ":canary:" + r.cfg.NodeID,
+		canaryKey: base + ":k:" + r.cfg.NodeID,
+		kick:      make(chan struct{}, 1),
+		subs:      make(map[string]*redisSub),
+		presence:  make(map[string]map[string]ClientInfo),
 	}
 }
 
@@ -426,24 +428,30 @@ func (sh *redisShard) confirm(m *redis.Subscription) {
 	}
 }
 
+// catchWant is one channel's history fetch after a reconnect or a gap.
+type catchWant struct {
+	s     *redisSub
+	since StreamPosition
+}
+
 // flushCatchUp fetches, in one pipeline, what the channels resubscribed
 // after a reconnect missed while the node was not subscribed, and delivers
-// it before anything newer. Runs on the reader.
+// it before anything newer. A channel whose stream has a new epoch since
+// (Redis lost it, or a failover started it again) is fetched again from
+// the new epoch's start, in a second pipeline, so that what was published
+// in the new epoch before the node resubscribed is delivered too. Runs on
+// the reader.
 func (sh *redisShard) flushCatchUp(gen uint64) {
-	type want struct {
-		s     *redisSub
-		since StreamPosition
-	}
 	sh.mu.Lock()
 	if len(sh.catchUp) == 0 {
 		sh.mu.Unlock()
 		return
 	}
-	wants := make([]want, 0, len(sh.catchUp))
+	wants := make([]catchWant, 0, len(sh.catchUp))
 	for _, s := range sh.catchUp {
 		if s.want && s.needsCatch && s.epoch != "" {
 			s.needsCatch = false
-			wants = append(wants, want{s, StreamPosition{Offset: s.last, Epoch: s.epoch}})
+			wants = append(wants, catchWant{s, StreamPosition{Offset: s.last, Epoch: s.epoch}})
 		}
 	}
 	clear(sh.catchUp)
@@ -452,45 +460,66 @@ func (sh *redisShard) flushCatchUp(gen uint64) {
 
 	ctx, cancel := sh.r.opCtx(sh.r.ctx)
 	defer cancel()
+	for round := 0; round < 2 && len(wants) > 0; round++ {
+		results, oks := sh.fetchMany(ctx, wants)
+		var again []catchWant
+		sh.mu.Lock()
+		for i, w := range wants {
+			hr := results[i]
+			switch {
+			case !oks[i]:
+				// Try again with the channel's next publication, which will
+				// show the gap.
+				if w.s.want && w.s.epoch == w.since.Epoch && w.s.last == w.since.Offset && sh.gen == gen {
+					w.s.needsCatch = true
+				}
+			case hr.Position.Epoch != w.since.Epoch && round == 0:
+				again = append(again, catchWant{w.s, StreamPosition{Epoch: hr.Position.Epoch}})
+			default:
+				sh.deliverFetchedLocked(w.s, w.since, hr)
+			}
+		}
+		sh.mu.Unlock()
+		wants = again
+	}
+}
+
+// fetchMany runs the history fetches of wants in one pipeline; oks[i]
+// says whether results[i] is valid.
+func (sh *redisShard) fetchMany(ctx context.Context, wants []catchWant) (results []HistoryResult, oks []bool) {
 	pipe := sh.r.c.Pipeline()
 	cmds := make([]*redis.Cmd, len(wants))
 	for i, w := range wants {
 		cmds[i] = sh.r.history(ctx, pipe, sh, w.s.channel, HistoryRequest{Since: &w.since, Limit: NoLimit})
 	}
 	pipe.Exec(ctx) // errors are per command
+	results, oks = make([]HistoryResult, len(wants)), make([]bool, len(wants))
 	for i, w := range wants {
 		res, err := cmds[i].Slice()
 		if redis.HasErrorPrefix(err, "NOSCRIPT") {
 			res, err = sh.r.history(ctx, sh.r.c, sh, w.s.channel, HistoryRequest{Since: &w.since, Limit: NoLimit}).Slice()
 		}
-		var hr HistoryResult
-		ok := err == nil
-		if ok {
-			hr, ok = parseHistory(res, HistoryRequest{Since: &w.since, Limit: NoLimit})
+		if err == nil {
+			results[i], oks[i] = parseHistory(res, HistoryRequest{Since: &w.since, Limit: NoLimit})
 		}
-		sh.mu.Lock()
-		if !ok {
-			// Try again with the channel's next publication, which will
-			// show the gap.
-			if w.s.want && w.s.epoch == w.since.Epoch && w.s.last == w.since.Offset && sh.gen == gen {
-				w.s.needsCatch = true
-			}
-		} else {
-			sh.deliverFetchedLocked(w.s, hr)
-		}
-		sh.mu.Unlock()
 	}
+	return results, oks
 }
 
-// deliverFetchedLocked hands the fetched publications that s has not
-// delivered to the handler, and counts those lost for good.
-func (sh *redisShard) deliverFetchedLocked(s *redisSub, hr HistoryResult) {
+// deliverFetchedLocked hands the publications fetched since since that s
+// has not delivered to the handler, and counts those lost for good. since
+// is s's position, or the start {0, epoch} of a new epoch of the stream,
+// which s then moves to.
+func (sh *redisShard) deliverFetchedLocked(s *redisSub, since StreamPosition, hr HistoryResult) {
 	if !s.want || s.epoch == "" {
 		return
 	}
-	if hr.Position.Epoch != s.epoch {
-		// The stream was lost; its next publication starts the new one.
+	if hr.Position.Epoch != since.Epoch {
+		// The stream was lost again; its next publication shows it.
 		return
+	}
+	if s.epoch != since.Epoch {
+		s.epoch, s.last = since.Epoch, since.Offset
 	}
 	h := sh.r.handler.Load()
 	for _, p := range hr.Publications {
@@ -545,12 +574,17 @@ func (sh *redisShard) deliver(m *redis.Message) {
 		}
 		return
 	}
-	if s.epoch == epoch {
-		if off <= s.last {
-			return
+	if s.epoch != "" {
+		// The position this publication follows: the last delivered one,
+		// or the start of a new epoch.
+		since := StreamPosition{Epoch: epoch}
+		if s.epoch == epoch {
+			if off <= s.last {
+				return
+			}
+			since.Offset = s.last
 		}
-		if off > s.last+1 {
-			since := StreamPosition{Offset: s.last, Epoch: epoch}
+		if off > since.Offset+1 {
 			gen := sh.gen
 			sh.mu.Unlock()
 			hr, err := sh.fetch(s.channel, since)
@@ -559,13 +593,19 @@ func (sh *redisShard) deliver(m *redis.Message) {
 				return
 			}
 			if err == nil {
-				sh.deliverFetchedLocked(s, hr)
+				sh.deliverFetchedLocked(s, since, hr)
 			}
 			if s.epoch == epoch && off <= s.last {
 				return
 			}
-			if s.epoch == epoch && off > s.last+1 {
-				sh.r.stats.lost.Add(off - s.last - 1)
+			if s.epoch != "" {
+				base := uint64(0) // not fetched: the new epoch's start is lost
+				if s.epoch == epoch {
+					base = s.last
+				}
+				if off > base+1 {
+					sh.r.stats.lost.Add(off - base - 1)
+				}
 			}
 		}
 	}

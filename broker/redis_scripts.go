@@ -7,7 +7,8 @@ import "github.com/redis/go-redis/v9"
 // pub/sub delivery order of a channel is its offset order.
 //
 // A stream is two keys of one hash slot: a hash (field "o" the last offset,
-// "e" the epoch) and a list of the retained publications, oldest first,
+// "e" the epoch, "r" the replication ID of the master that wrote it) and a
+// list of the retained publications, oldest first,
 // each stored as "<expires at, unix ms, 0 never>:<data>". The retained
 // offsets are contiguous and end at the top offset, so the offset of list
 // index i is top-len+1+i. Time is Redis's own (TIME), so nodes with skewed
@@ -18,6 +19,9 @@ const luaPrelude = `
 local function nowms()
   local t = redis.call('time')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function replid()
+  return string.match(redis.call('info', 'replication'), 'master_replid:(%x+)')
 end
 local function trimexpired(list, now)
   while true do
@@ -34,18 +38,34 @@ end
 // none), the epoch for a new stream, the pub/sub channel, the publish
 // command. Returns {offset, epoch}.
 //
+// A stream last written under another replication ID than the master's
+// now starts again under the new epoch. Replication is asynchronous: a
+// replica promoted by Sentinel (or a Cluster failover, or a crashed master
+// restarted from its AOF or RDB under a new ID) may lack the last
+// publications the old master numbered and sent, and continuing the old
+// epoch would number new publications with offsets that subscribers and
+// clients already hold for others (silently dropped as duplicates, or
+// recovered as if they were the old ones). Whether anything was lost cannot be known from the promoted
+// copy, so every stream's next publication after a master change starts a
+// new epoch. A stream without "r" (written before the field existed)
+// adopts the master's.
+//
 // The stream outlives its newest publication: a TTL publish extends the
 // stream's expiry to at least the TTL, a publish without TTL makes it
 // persistent (as Memory does). The list always carries the hash's expiry,
 // so neither key outlives the other.
-var publishScript = redis.NewScript(luaPrelude + `
+var publishScript = redis.NewScript(publishLua)
+
+const publishLua = luaPrelude + `
 local meta, list = KEYS[1], KEYS[2]
-local e = redis.call('hget', meta, 'e')
-if not e then
+local rid = replid()
+local e, r = unpack(redis.call('hmget', meta, 'e', 'r'))
+if not e or (r and r ~= rid) then
   e = ARGV[4]
   redis.call('del', list)
-  redis.call('hset', meta, 'e', e)
+  redis.call('hset', meta, 'e', e, 'o', 0)
 end
+if r ~= rid then redis.call('hset', meta, 'r', rid) end
 local top = redis.call('hincrby', meta, 'o', 1)
 local now = nowms()
 local ttl = tonumber(ARGV[3])
@@ -63,7 +83,7 @@ local m = redis.call('pttl', meta)
 if m > 0 then redis.call('pexpire', list, m) else redis.call('persist', list) end
 redis.call(ARGV[6], ARGV[5], top .. ':' .. e .. ':' .. ARGV[1])
 return {top, e}
-`)
+`
 
 // historyScript: KEYS meta, list; ARGV the epoch for a new stream, the
 // empty-stream TTL in ms, "1" when since is given, since offset, since
@@ -79,7 +99,7 @@ local e = redis.call('hget', meta, 'e')
 if not e then
   e = ARGV[1]
   redis.call('del', list)
-  redis.call('hset', meta, 'e', e, 'o', 0)
+  redis.call('hset', meta, 'e', e, 'o', 0, 'r', replid())
   redis.call('pexpire', meta, ARGV[2])
   return {0, e, 1, {}}
 end
@@ -102,6 +122,15 @@ local count = top + 1 - from
 if limit >= 0 and count > limit then count = limit end
 if count <= 0 then return {top, e, from, {}} end
 return {top, e, from, redis.call('lrange', list, from - first, from - first + count - 1)}
+`)
+
+// canaryScript: KEYS a key of the shard's slot; ARGV node id, TTL in ms,
+// the canary channel, the publish command. It writes the key (expiring)
+// and publishes the node id, so a canary proves that the shard's master
+// accepts writes as well as that pub/sub delivers.
+var canaryScript = redis.NewScript(`
+redis.call('set', KEYS[1], ARGV[1], 'px', ARGV[2])
+return redis.call(ARGV[4], ARGV[3], ARGV[1])
 `)
 
 // Presence of a channel is three keys of one hash slot: a hash client id →

@@ -33,6 +33,7 @@ type Server struct {
 	port int
 	dir  string
 	args []string
+	conf string // a config file, for a Sentinel
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -44,13 +45,27 @@ type Server struct {
 // installs it (.ci/run) and must not skip silently.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
+	skipWithout(t, "redis-server")
+	return startServer(t, "", args...)
+}
+
+// skipWithout skips the test when cmd is not on the PATH, unless CI is
+// set (see Start).
+func skipWithout(t testing.TB, cmd string) {
+	t.Helper()
+	if _, err := exec.LookPath(cmd); err != nil {
 		if os.Getenv("CI") != "" {
-			t.Fatalf("redistest: redis-server not found on CI: %v", err)
+			t.Fatalf("redistest: %s not found on CI: %v", cmd, err)
 		}
-		t.Skip("redistest: redis-server not installed (apt-get install redis-server)")
+		t.Skipf("redistest: %s not installed (apt-get install redis-server)", cmd)
 	}
-	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), args: args}
+}
+
+// startServer starts redis-server with the config file conf (none when
+// "") and the extra arguments.
+func startServer(t testing.TB, conf string, args ...string) *Server {
+	t.Helper()
+	s := &Server{t: t, port: freePort(t), dir: t.TempDir(), args: args, conf: conf}
 	s.start()
 	t.Cleanup(s.Kill)
 	return s
@@ -74,7 +89,11 @@ func (s *Server) URL() string { return "redis://" + s.Addr() + "/0" }
 
 func (s *Server) start() {
 	s.t.Helper()
-	args := append([]string{
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf, "--sentinel")
+	}
+	args = append(append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -83,7 +102,7 @@ func (s *Server) start() {
 		"--daemonize", "no",
 		"--logfile", "",
 		"--loglevel", "warning",
-	}, s.args...)
+	), s.args...)
 	cmd := exec.Command("redis-server", args...)
 	var out lockedBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -241,6 +260,7 @@ type Proxy struct {
 
 	mu     sync.Mutex
 	stall  bool
+	cut    []byte // see CutReplyTo
 	conns  map[*proxyConn]struct{}
 	closed bool
 	wg     sync.WaitGroup
@@ -252,6 +272,7 @@ type proxyConn struct {
 	mu      sync.Mutex
 	pubsub  bool // the client sent a (S)SUBSCRIBE
 	wedged  bool
+	cutting bool // the next reply closes the connection instead
 	stalled func() bool
 }
 
@@ -292,6 +313,28 @@ func (p *Proxy) WedgePubSub() int {
 		c.mu.Unlock()
 	}
 	return n
+}
+
+// CutReplyTo arms a one-shot fault: the next request that contains
+// marker is forwarded to the server, which applies it, and then the
+// connection is closed instead of carrying the reply, as when a network
+// fails at the worst moment. A client that sends the request again
+// applies it twice.
+func (p *Proxy) CutReplyTo(marker string) {
+	p.mu.Lock()
+	p.cut = []byte(marker)
+	p.mu.Unlock()
+}
+
+// takeCut reports whether b carries the armed marker, disarming it.
+func (p *Proxy) takeCut(b []byte) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cut == nil || !bytes.Contains(b, p.cut) {
+		return false
+	}
+	p.cut = nil
+	return true
 }
 
 // Stall makes every connection, open or new, drop what it carries while
@@ -369,12 +412,20 @@ func (p *Proxy) pipe(c *proxyConn, src, dst net.Conn, fromClient bool) {
 	for {
 		n, err := src.Read(buf)
 		if n > 0 {
+			cut := fromClient && p.takeCut(buf[:n])
 			c.mu.Lock()
 			if fromClient && !c.pubsub && isSubscribe(buf[:n]) {
 				c.pubsub = true
 			}
+			if cut {
+				c.cutting = true
+			}
 			drop := c.wedged
+			cutNow := !fromClient && c.cutting
 			c.mu.Unlock()
+			if cutNow {
+				return // the deferred Close drops the reply and the connection
+			}
 			if !drop && !c.stalled() {
 				if _, werr := dst.Write(buf[:n]); werr != nil {
 					return
