@@ -427,6 +427,13 @@ func (c *Client) handle(cn *wsConn, in *inbound) bool {
 		if m != nil && cn.write(m, c.o.commandTimeout) != nil {
 			return false
 		}
+	case in.Subscribed != nil:
+		c.mu.Lock()
+		if cn.serverSubs == nil {
+			cn.serverSubs = map[string]Position{}
+		}
+		cn.serverSubs[in.Subscribed.Channel] = Position{Offset: in.Subscribed.Offset, Epoch: in.Subscribed.Epoch}
+		c.mu.Unlock()
 	case in.Unsubscribed != nil:
 		c.mu.Lock()
 		s := c.subs[in.Unsubscribed.Channel]

@@ -28,9 +28,12 @@ type wsConn struct {
 	wmu   sync.Mutex
 	fmu   sync.Mutex // one flusher of the offline queue at a time
 	calls map[uint64]*call
-	gen   uint64
-	heard atomic.Int64 // unix nanoseconds of the last frame received
-	done  chan struct{}
+	// channels the server subscribed itself (the token's subs claim), with
+	// the position its subscribed push named; guarded by the Client's mu
+	serverSubs map[string]Position
+	gen        uint64
+	heard      atomic.Int64 // unix nanoseconds of the last frame received
+	done       chan struct{}
 	// set by the reader before done closes
 	disc   *DisconnectError
 	err    error
@@ -198,6 +201,11 @@ type inbound struct {
 	Unsubscribed *struct {
 		Channel string `json:"channel"`
 	} `json:"unsubscribed"`
+	Subscribed *struct {
+		Channel string `json:"channel"`
+		Offset  uint64 `json:"offset"`
+		Epoch   string `json:"epoch"`
+	} `json:"subscribed"`
 }
 
 // reply is a command's reply.

@@ -191,7 +191,13 @@ func (c *Client) subscribeCmd(cn *wsConn, s *Subscription) []byte {
 // historyCmd registers a history since the last position, to fill the gap
 // a lagged push announced; c.mu held.
 func (c *Client) historyCmd(cn *wsConn, s *Subscription) []byte {
-	s.pending, s.buffer = true, nil
+	s.buffer = nil
+	return c.historyCmdKeep(cn, s)
+}
+
+// historyCmdKeep is historyCmd keeping the pushes already held back.
+func (c *Client) historyCmdKeep(cn *wsConn, s *Subscription) []byte {
+	s.pending = true
 	cmd := &protocol.Command{Op: protocol.OpHistory, Channel: []byte(s.channel), Limit: protocol.NoLimit,
 		HasSince: true, Since: protocol.Position{Offset: s.pos.Offset, Epoch: []byte(s.pos.Epoch)}}
 	k := c.newCall(cmd, func(r *reply, err error) { c.onPosition(cn, s, true, r, err) })
@@ -213,7 +219,19 @@ func (c *Client) onPosition(cn *wsConn, s *Subscription, since bool, r *reply, e
 	if r.err != nil {
 		switch r.err.Code {
 		case int(protocol.CodeConflict):
-			// Already subscribed on this connection: nothing to recover.
+			// Already subscribed on this connection: the server did it
+			// itself (the token's subs claim). Its subscribed push named
+			// the position it started from; publications since then (or
+			// since ours) come from history, pushes meanwhile wait.
+			if p, ok := cn.serverSubs[s.channel]; ok && !s.hasPos && p.Epoch != "" {
+				s.pos, s.hasPos = p, true
+			}
+			if s.hasPos && cn.calls != nil {
+				m := c.historyCmdKeep(cn, s)
+				c.mu.Unlock()
+				_ = cn.write(m, c.o.commandTimeout)
+				return
+			}
 		case int(protocol.CodeBadRequest), int(protocol.CodePermissionDenied), int(protocol.CodeUnknownNamespace), int(protocol.CodeTooLarge):
 			delete(c.subs, s.channel)
 			c.mu.Unlock()

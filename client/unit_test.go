@@ -3,8 +3,10 @@ package client
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
 	"time"
 
@@ -192,5 +194,66 @@ func TestRefusedAndBadInput(t *testing.T) {
 	if tokens < 1 {
 		t.Fatal("the token callback was never called")
 	}
+	assertNoGoroutines(t)
+}
+
+// TestTokenSubs: a channel the server subscribed by itself (the token's
+// subs claim) and that the application then subscribes to answers 409; the
+// client takes the position of the subscribed push and fills what it
+// dropped from history, then after a cut recovers the same way.
+func TestTokenSubs(t *testing.T) {
+	secret := make([]byte, 48)
+	for i := range secret {
+		secret[i] = byte(i*5 + 3)
+	}
+	path := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(path, secret, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	srv := startTestServer(t, func(c *engine.Config) { c.InsecureNoAuth, c.AuthSecretFile = false, path })
+	key, err := auth.HMACKey(secret, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok := func(sub string, subs ...string) Option {
+		return WithToken(func(context.Context) (string, error) {
+			return auth.Mint(key, auth.Claims{Sub: sub, Channels: []string{"t:*"}, Publish: []string{"t:*"}, Subs: subs}, time.Minute)
+		})
+	}
+	px := startProxy(t, srv.cfg.Listen)
+	rec := &recorder{}
+	sub := dialT(t, "ws://"+px.Addr()+"/ws", tok("alice", "t:alice"), WithBackoff(fastBackoff))
+	pub := dialT(t, srv.URL(), tok("bob"))
+	ctx := context.Background()
+	publish := func(from, to int) {
+		t.Helper()
+		for i := from; i <= to; i++ {
+			if _, err := pub.Publish(ctx, "t:alice", []byte(strconv.Itoa(i))); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish(1, 3) // pushed on the server's own subscription, before ours
+	if _, err := sub.Subscribe(ctx, "t:alice", rec.onPub, OnUnrecovered(rec.onUnrecovered)); err != nil {
+		t.Fatal(err)
+	}
+	publish(4, 5)
+	checkFor(t, 10*time.Second, func() error {
+		if n := rec.count(); n < 5 {
+			return fmt.Errorf("%d of 5", n)
+		}
+		return nil
+	})
+	px.Cut()
+	publish(6, 8)
+	checkFor(t, 10*time.Second, func() error {
+		if n := rec.count(); n < 8 {
+			return fmt.Errorf("%d of 8", n)
+		}
+		return nil
+	})
+	rec.checkSequence(t, 8)
+	sub.Close()
+	pub.Close()
 	assertNoGoroutines(t)
 }
