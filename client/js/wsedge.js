@@ -76,6 +76,7 @@ export class Client {
     this._gen = 0;
     this._nextId = 0;
     this._calls = new Map();
+    this._serverSubs = new Map();
     this._attempt = 0;
     this._retryTimer = null;
     this._watchTimer = null;
@@ -178,6 +179,7 @@ export class Client {
 
   _connected(ws) {
     this._gen++;
+    this._serverSubs = new Map(); // the token's subs claim: channel → position of its subscribed push
     this._upAt = this._heard = Date.now();
     this._pinged = 0;
     this._setState(State.Connected, 'connected');
@@ -268,6 +270,9 @@ export class Client {
     } else if (msg.lagged) {
       const s = this._subs.get(msg.lagged.channel);
       if (s && s._gen === this._gen && !s._pending) this._sendHistory(ws, s);
+    } else if (msg.subscribed) {
+      const p = msg.subscribed;
+      this._serverSubs.set(p.channel, { offset: p.offset || 0, epoch: p.epoch || '' });
     } else if (msg.unsubscribed) {
       const s = this._subs.get(msg.unsubscribed.channel);
       if (s) {
@@ -311,9 +316,9 @@ export class Client {
     this._send(ws, cmd, (reply, err) => this._onPosition(ws, gen, s, since, reply, err));
   }
 
-  _sendHistory(ws, s) {
+  _sendHistory(ws, s, keepBuffer = false) {
     s._pending = true;
-    s._buffer = [];
+    if (!keepBuffer) s._buffer = [];
     const gen = this._gen;
     this._send(ws, { op: 'history', channel: s.channel, since: { offset: s._pos.offset, epoch: s._pos.epoch } },
       (reply, err) => this._onPosition(ws, gen, s, true, reply, err));
@@ -324,7 +329,16 @@ export class Client {
     if (reply.error) {
       const code = reply.error.code;
       if (code === 409) {
-        // already subscribed on this connection: nothing to recover
+        // Already subscribed on this connection: the server did it itself
+        // (the token's subs claim). Its subscribed push named the position
+        // it started from; what came since (or since ours) comes from
+        // history, pushes meanwhile wait.
+        const p = this._serverSubs.get(s.channel);
+        if (!s._hasPos && p && p.epoch) s._setPos(p);
+        if (s._hasPos) {
+          this._sendHistory(ws, s, true);
+          return;
+        }
       } else if ([400, 403, 404, 413].includes(code)) {
         this._subs.delete(s.channel);
         s._fail(new WsedgeError(code, reply.error.message));

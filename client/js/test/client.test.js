@@ -239,3 +239,34 @@ test('refresh push: a new token from getToken goes out in a refresh command', as
   assert.equal(r.token, 'tok2');
   c.close();
 });
+
+test("token subs: a 409 takes the subscribed push's position and fills the gap from history", async () => {
+  const { c } = newClient();
+  c.connect();
+  await until('connected', () => c.state === State.Connected);
+  let ws = FakeSocket.last();
+  ws.push({ subscribed: { channel: 'user:ann', offset: 2, epoch: 'E' } });
+  ws.push({ channel: 'user:ann', offset: 3, data: 'dropped: nobody subscribed yet' });
+  const got = [];
+  const s = c.subscribe('user:ann', (p) => got.push(p.offset));
+  let cmd = await sentOp(ws, 'subscribe');
+  ws.fail(cmd, 409, 'already subscribed');
+  const h = await sentOp(ws, 'history');
+  assert.deepEqual(h.since, { offset: 2, epoch: 'E' });
+  ws.push({ channel: 'user:ann', offset: 5, data: 'held back' });
+  ws.reply(h, { offset: 4, epoch: 'E', recovered: true, publications: [{ offset: 3, data: 'a' }, { offset: 4, data: 'b' }] });
+  await s.ready;
+  assert.deepEqual(got, [3, 4, 5]);
+  ws.drop();
+  await until('reconnected', () => FakeSocket.all.length === 2 && c.state === State.Connected);
+  ws = FakeSocket.last();
+  ws.push({ subscribed: { channel: 'user:ann', offset: 9, epoch: 'E' } });
+  cmd = await sentOp(ws, 'subscribe');
+  assert.deepEqual(cmd.since, { offset: 5, epoch: 'E' });
+  ws.fail(cmd, 409, 'already subscribed');
+  const h2 = await sentOp(ws, 'history');
+  assert.deepEqual(h2.since, { offset: 5, epoch: 'E' }, 'our own position, not the newer one of the push');
+  ws.reply(h2, { offset: 9, epoch: 'E', recovered: true, publications: [6, 7, 8, 9].map((o) => ({ offset: o, data: o })) });
+  assert.deepEqual(got, [3, 4, 5, 6, 7, 8, 9]);
+  c.close();
+});
