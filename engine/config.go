@@ -24,6 +24,11 @@ type Config struct {
 	HandshakeTimeout time.Duration `yaml:"handshake_timeout"` // accept to completed upgrade
 	CloseTimeout     time.Duration `yaml:"close_timeout"`     // our close frame to the peer's
 	DrainGrace       time.Duration `yaml:"drain_grace"`       // spread of close 1001 on drain
+	// DrainReconnectWindow spreads the reconnect delay a drain's disconnect
+	// pushes name uniformly over [0, window), so the clients of a drained
+	// node come back to the others spread out rather than in one storm
+	// (clients honour the delay; see drain_spread.go). 0 names none.
+	DrainReconnectWindow time.Duration `yaml:"drain_reconnect_window"`
 
 	// AllowedOrigins lists Origin header values accepted at the handshake;
 	// empty accepts any (and requests without Origin are always accepted:
@@ -121,15 +126,16 @@ type Namespace struct {
 // nothing is set.
 func DefaultConfig() Config {
 	return Config{
-		Listen:           "127.0.0.1:8080",
-		Admin:            "127.0.0.1:9090",
-		Path:             "/ws",
-		MaxMessage:       64 << 10,
-		PingInterval:     25 * time.Second,
-		IdleTimeout:      60 * time.Second,
-		HandshakeTimeout: 5 * time.Second,
-		CloseTimeout:     2 * time.Second,
-		DrainGrace:       10 * time.Second,
+		Listen:               "127.0.0.1:8080",
+		Admin:                "127.0.0.1:9090",
+		Path:                 "/ws",
+		MaxMessage:           64 << 10,
+		PingInterval:         25 * time.Second,
+		IdleTimeout:          60 * time.Second,
+		HandshakeTimeout:     5 * time.Second,
+		CloseTimeout:         2 * time.Second,
+		DrainGrace:           10 * time.Second,
+		DrainReconnectWindow: 5 * time.Second,
 
 		MaxOutboundBytes:    256 << 10,
 		MaxOutboundMessages: 4096,
@@ -186,6 +192,8 @@ func (c *Config) Validate() error {
 		return bad("close-timeout", "%v is under 100ms", c.CloseTimeout)
 	case c.DrainGrace < 0:
 		return bad("drain-grace", "%v is negative", c.DrainGrace)
+	case c.DrainReconnectWindow < 0 || c.DrainReconnectWindow > time.Hour:
+		return bad("drain-reconnect-window", "%v not in 0..1h", c.DrainReconnectWindow)
 	case c.MaxOutboundBytes < 1024:
 		return bad("max-outbound-bytes", "%d is under 1024", c.MaxOutboundBytes)
 	case c.MaxOutboundMessages < 1:

@@ -168,10 +168,17 @@ func (c *conn) OnClose(code frame.CloseCode, _ []byte) error {
 // disconnect ends a protocol connection: a disconnect push telling the
 // client why and whether to reconnect, then the close handshake.
 func (c *conn) disconnect(code protocol.DisconnectCode, reason string, closeCode frame.CloseCode) {
+	c.disconnectDelay(code, reason, closeCode, 0)
+}
+
+// disconnectDelay is disconnect with a reconnect delay in the push
+// (milliseconds, none when 0): the least the client waits before it comes
+// back.
+func (c *conn) disconnectDelay(code protocol.DisconnectCode, reason string, closeCode frame.CloseCode, delayMs uint64) {
 	if c.state != stateOpen {
 		return
 	}
-	if c.protocol && !c.writeFrame(frame.OpText, protocol.AppendDisconnect(c.loop.out[:0], code, reason, code.Reconnect())) {
+	if c.protocol && !c.writeFrame(frame.OpText, protocol.AppendDisconnectDelay(c.loop.out[:0], code, reason, code.Reconnect(), delayMs)) {
 		return
 	}
 	c.startClose(closeCode, reason, false)

@@ -254,7 +254,7 @@ func (l *loop) drainStep() {
 			l.endHandshake(c)
 			_ = l.el.Close(c.gc)
 		case stateOpen:
-			c.disconnect(protocol.DisconnectShutdown, "server shutting down", frame.CloseGoingAway)
+			c.disconnectDelay(protocol.DisconnectShutdown, "server shutting down", frame.CloseGoingAway, l.srv.reconnectDelay())
 		}
 	}
 	if l.drainDone == n {

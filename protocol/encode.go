@@ -147,12 +147,24 @@ func AppendLeave(dst []byte, channel, client, user string, info []byte) []byte {
 // AppendDisconnect appends a disconnect push
 // {"disconnect":{"code":code,"reason":reason,"reconnect":reconnect}}.
 func AppendDisconnect(dst []byte, code DisconnectCode, reason string, reconnect bool) []byte {
+	return AppendDisconnectDelay(dst, code, reason, reconnect, 0)
+}
+
+// AppendDisconnectDelay is AppendDisconnect with a reconnect delay: a
+// "delay" member of delayMs milliseconds, the least a client waits before
+// it reconnects (left out when 0). A draining server spreads it over a
+// window so its clients do not all come back at once.
+func AppendDisconnectDelay(dst []byte, code DisconnectCode, reason string, reconnect bool, delayMs uint64) []byte {
 	dst = append(dst, `{"disconnect":{"code":`...)
 	dst = strconv.AppendUint(dst, uint64(code), 10)
 	dst = append(dst, `,"reason":`...)
 	dst = appendString(dst, reason)
 	dst = append(dst, `,"reconnect":`...)
 	dst = strconv.AppendBool(dst, reconnect)
+	if delayMs > 0 {
+		dst = append(dst, `,"delay":`...)
+		dst = strconv.AppendUint(dst, delayMs, 10)
+	}
 	return append(dst, "}}"...)
 }
 

@@ -106,6 +106,16 @@ func TestEncode(t *testing.T) {
 			want: `{"disconnect":{"code":4001,"reason":"shutdown","reconnect":true}}`,
 		},
 		{
+			name: "disconnect with a reconnect delay",
+			got:  func() []byte { return AppendDisconnectDelay(nil, DisconnectShutdown, "shutdown", true, 2345) },
+			want: `{"disconnect":{"code":4001,"reason":"shutdown","reconnect":true,"delay":2345}}`,
+		},
+		{
+			name: "disconnect with a zero delay leaves it out",
+			got:  func() []byte { return AppendDisconnectDelay(nil, DisconnectShutdown, "shutdown", true, 0) },
+			want: `{"disconnect":{"code":4001,"reason":"shutdown","reconnect":true}}`,
+		},
+		{
 			name: "ping",
 			got:  func() []byte { return AppendPing(nil) },
 			want: `{"ping":{}}`,
@@ -257,6 +267,10 @@ func TestEncodeAllocs(t *testing.T) {
 		{
 			name: "AppendLagged",
 			fn:   func() { buf = AppendLagged(buf[:0], "chat:a", 17) },
+		},
+		{
+			name: "AppendDisconnectDelay",
+			fn:   func() { buf = AppendDisconnectDelay(buf[:0], DisconnectShutdown, "shutdown", true, 2345) },
 		},
 	}
 	for _, tt := range tests {

@@ -20,6 +20,8 @@ const benchUsage = `usage: wsedge bench <idle|echo|broadcast|connect> [flags]
        wsedge bench plot -o out.svg|out.png result.json...
        wsedge bench plot --open -o out.svg result.json...  (connections open over time)
        wsedge bench table result.json...     (markdown, one row per --label)
+       wsedge bench reconnect --url ws://A/ws --to ws://B/ws --server-pid PID [flags]
+                                             (a reconnect storm: drain A, count reconnects to B)
 
 Runs a bounded load against a WebSocket server and prints HDR latency
 percentiles. Loopback targets only unless --allow-remote.
@@ -66,6 +68,8 @@ func runBench(args []string) int {
 		return runBenchPlot(args[1:])
 	case "table":
 		return runBenchTable(args[1:])
+	case "reconnect":
+		return runBenchReconnect(args[1:])
 	}
 	cfg := bench.Defaults()
 	cfg.Mode = bench.Mode(args[0])

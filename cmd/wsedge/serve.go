@@ -46,6 +46,7 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.DurationVar(&cfg.HandshakeTimeout, "handshake-timeout", cfg.HandshakeTimeout, "accept to completed upgrade")
 	fs.DurationVar(&cfg.CloseTimeout, "close-timeout", cfg.CloseTimeout, "wait for the peer's close frame")
 	fs.DurationVar(&cfg.DrainGrace, "drain-grace", cfg.DrainGrace, "spread of close 1001 over a drain (SIGTERM/SIGINT)")
+	fs.DurationVar(&cfg.DrainReconnectWindow, "drain-reconnect-window", cfg.DrainReconnectWindow, "a drain's disconnect pushes name reconnect delays spread uniformly over this window (0: none)")
 	fs.IntVar(&cfg.MaxOutboundBytes, "max-outbound-bytes", cfg.MaxOutboundBytes, "bytes a connection may have queued before the slow-consumer policy applies")
 	fs.IntVar(&cfg.MaxOutboundMessages, "max-outbound-messages", cfg.MaxOutboundMessages, "messages a connection may have queued before the slow-consumer policy applies")
 	fs.StringVar(&cfg.SlowConsumer, "slow-consumer", cfg.SlowConsumer, "slow-consumer policy: close (1013) or lag (drop, then tell the client to recover)")
