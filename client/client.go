@@ -427,6 +427,31 @@ func (c *Client) handle(cn *wsConn, in *inbound) bool {
 		if m != nil && cn.write(m, c.o.commandTimeout) != nil {
 			return false
 		}
+	case in.Reset != nil:
+		// The channel's stream restarted with a new epoch while we
+		// stayed subscribed: what the old one had after our position
+		// may be lost (the application refetches), and the new one
+		// continues from the reset's position.
+		c.mu.Lock()
+		s := c.subs[in.Reset.Channel]
+		if s == nil || s.gen != cn.gen {
+			c.mu.Unlock()
+			break
+		}
+		if s.pending {
+			// A subscribe or history reply is awaited for the old
+			// position: start over on a new connection, whose
+			// resubscribe answers recovered false.
+			c.mu.Unlock()
+			cn.close()
+			return false
+		}
+		s.pos, s.hasPos = Position{Offset: in.Reset.Offset, Epoch: in.Reset.Epoch}, true
+		pos, fn := s.pos, s.onUnrecovered
+		c.mu.Unlock()
+		if fn != nil {
+			c.disp.push(func() { fn(pos) })
+		}
 	case in.Subscribed != nil:
 		c.mu.Lock()
 		if cn.serverSubs == nil {

@@ -198,6 +198,11 @@ type inbound struct {
 		Channel string `json:"channel"`
 		Offset  uint64 `json:"offset"`
 	} `json:"lagged"`
+	Reset *struct {
+		Channel string `json:"channel"`
+		Offset  uint64 `json:"offset"`
+		Epoch   string `json:"epoch"`
+	} `json:"reset"`
 	Unsubscribed *struct {
 		Channel string `json:"channel"`
 	} `json:"unsubscribed"`

@@ -270,6 +270,22 @@ export class Client {
     } else if (msg.lagged) {
       const s = this._subs.get(msg.lagged.channel);
       if (s && s._gen === this._gen && !s._pending) this._sendHistory(ws, s);
+    } else if (msg.reset) {
+      // The channel's stream restarted with a new epoch while we stayed
+      // subscribed: what the old one had after our position may be lost
+      // (the application refetches); the new one continues from here.
+      const s = this._subs.get(msg.reset.channel);
+      if (s && s._gen === this._gen) {
+        if (s._pending) {
+          ws.close(); // a reply for the old position is awaited: start over, the resubscribe says recovered false
+          return;
+        }
+        s._pos = { offset: msg.reset.offset || 0, epoch: msg.reset.epoch || '' };
+        s._hasPos = true;
+        if (s._onUnrecovered) {
+          try { s._onUnrecovered({ offset: s._pos.offset, epoch: s._pos.epoch }); } catch (e) { setTimeout(() => { throw e; }); }
+        }
+      }
     } else if (msg.subscribed) {
       const p = msg.subscribed;
       this._serverSubs.set(p.channel, { offset: p.offset || 0, epoch: p.epoch || '' });

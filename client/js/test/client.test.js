@@ -162,6 +162,14 @@ test('recovery: resubscribe with since, deliver missed in order, drop duplicates
   ws.push({ channel: 'chat:a', offset: 3, data: 'f3' });
   assert.deepEqual(got.at(-1), '3:f3');
   assert.deepEqual(s.position, { offset: 3, epoch: 'F' });
+  // The stream restarts while we stay subscribed (its history lost): a
+  // reset push moves us to the new epoch, the application is told, and
+  // the new stream's offsets (from 1 again) are delivered, not dropped.
+  ws.push({ reset: { channel: 'chat:a', offset: 0, epoch: 'G' } });
+  assert.deepEqual(unrec.at(-1), { offset: 0, epoch: 'G' });
+  ws.push({ channel: 'chat:a', offset: 1, data: 'g1' });
+  assert.deepEqual(got.at(-1), '1:g1');
+  assert.deepEqual(s.position, { offset: 1, epoch: 'G' });
   c.close();
 });
 
