@@ -12,11 +12,11 @@ import (
 // Defaults are the figures measured on the project's 2-core VM
 // (BENCHMARKS.md); FromBench replaces them with a host's own.
 type Costs struct {
-	ProcessBytesPerConn float64 `json:"process_bytes_per_conn"` // server RSS per idle connection
-	KernelBytesPerConn  float64 `json:"kernel_bytes_per_conn"`  // slab and buffers per idle server-side socket
-	CPUPerDelivery      float64 `json:"cpu_s_per_delivery"`     // server CPU seconds per publication frame delivered
-	CPUPerPing          float64 `json:"cpu_s_per_ping"`         // server CPU seconds per heartbeat (ping out, pong in)
-	CPUPerHandshake     float64 `json:"cpu_s_per_handshake"`    // server CPU seconds per accepted upgrade
+	ProcessBytesPerConn float64  `json:"process_bytes_per_conn"` // server RSS per idle connection
+	KernelBytesPerConn  float64  `json:"kernel_bytes_per_conn"`  // slab and buffers per idle server-side socket
+	CPUPerDelivery      float64  `json:"cpu_s_per_delivery"`     // server CPU seconds per publication frame delivered
+	CPUPerPing          float64  `json:"cpu_s_per_ping"`         // server CPU seconds per heartbeat (ping out, pong in)
+	CPUPerHandshake     float64  `json:"cpu_s_per_handshake"`    // server CPU seconds per accepted upgrade
 	Sources             []string `json:"sources"`
 }
 
@@ -129,20 +129,20 @@ type Plan struct {
 	Input PlanInput `json:"input"`
 	Costs Costs     `json:"costs"`
 
-	DeliveriesPerSec float64 `json:"deliveries_per_sec"`
-	PingsPerSec      float64 `json:"pings_per_sec"`
-	CoresSteady      float64 `json:"cores_steady"`       // CPU used at the given load
-	Cores            int     `json:"cores"`              // to provision, at the utilisation target
-	StormCores       float64 `json:"reconnect_cores"`    // extra while a drained node's clients reconnect here
-	ProcessBytes     int64   `json:"process_bytes"`      // RSS for the idle connections (plus the base)
-	KernelBytes      int64   `json:"kernel_bytes"`       // kernel memory for their sockets
-	OutboundBytes    int64   `json:"outbound_bytes"`     // queues and send buffers of stalled clients
-	MemoryBytes      int64   `json:"memory_bytes"`       // the sum
-	MemoryLimit      int64   `json:"memory_limit_bytes"` // to give the cgroup/host (sum / 0.8)
-	FDs              int64   `json:"fds"`                // RLIMIT_NOFILE to set
-	PortPairs        int64   `json:"lb_port_pairs"`      // (proxy address, backend address) pairs the proxy tier needs
-	EgressBps        float64 `json:"egress_bits_per_sec"`
-	IngressBps       float64 `json:"ingress_bits_per_sec"`
+	DeliveriesPerSec float64  `json:"deliveries_per_sec"`
+	PingsPerSec      float64  `json:"pings_per_sec"`
+	CoresSteady      float64  `json:"cores_steady"`       // CPU used at the given load
+	Cores            int      `json:"cores"`              // to provision, at the utilisation target
+	StormCores       float64  `json:"reconnect_cores"`    // extra while a drained node's clients reconnect here
+	ProcessBytes     int64    `json:"process_bytes"`      // RSS for the idle connections (plus the base)
+	KernelBytes      int64    `json:"kernel_bytes"`       // kernel memory for their sockets
+	OutboundBytes    int64    `json:"outbound_bytes"`     // queues and send buffers of stalled clients
+	MemoryBytes      int64    `json:"memory_bytes"`       // the sum
+	MemoryLimit      int64    `json:"memory_limit_bytes"` // to give the cgroup/host (sum / 0.8)
+	FDs              int64    `json:"fds"`                // RLIMIT_NOFILE to set
+	PortPairs        int64    `json:"lb_port_pairs"`      // (proxy address, backend address) pairs the proxy tier needs
+	EgressBps        float64  `json:"egress_bits_per_sec"`
+	IngressBps       float64  `json:"ingress_bits_per_sec"`
 	Assumptions      []string `json:"assumptions"`
 }
 

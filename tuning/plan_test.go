@@ -19,7 +19,7 @@ func TestPlanFixed(t *testing.T) {
 	near("deliveries/s", p.DeliveriesPerSec, 1e6)
 	near("heartbeats/s", p.PingsPerSec, 40000)
 	near("busy cores", p.CoresSteady, 1e6*8.3e-6+40000*8e-6) // 8.62
-	if p.Cores != 15 {                                      // 8.62 / 0.6
+	if p.Cores != 15 {                                       // 8.62 / 0.6
 		t.Errorf("cores %d, want 15", p.Cores)
 	}
 	near("reconnect cores", p.StormCores, 1e5*37e-6)
