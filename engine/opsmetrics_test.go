@@ -6,6 +6,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -202,4 +203,47 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestMetricsDocumented: every wsedge_ family a live protocol server
+// serves (after a connection made its loop) is listed in docs/METRICS.md.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/METRICS.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := protoServer(t, nil)
+	c := dialProto(t, s.Addr())
+	c.ok(`{"op":"subscribe","channel":"bench:a"}`)
+	var got map[string]float64
+	checkFor(t, 5*time.Second, func() error {
+		got = scrape(t, s.AdminAddr())
+		if _, ok := got[`wsedge_loop_connections{shard="0"}`]; !ok {
+			if _, ok := got[`wsedge_loop_connections{shard="1"}`]; !ok {
+				return fmt.Errorf("no loop gauges yet")
+			}
+		}
+		return nil
+	})
+	families := map[string]bool{}
+	for series := range got {
+		name, _, _ := strings.Cut(series, "{")
+		if !strings.HasPrefix(name, "wsedge_") {
+			continue
+		}
+		for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+			if base, ok := strings.CutSuffix(name, suffix); ok && strings.HasSuffix(base, "_seconds") {
+				name = base
+			}
+		}
+		families[name] = true
+	}
+	if len(families) < 30 {
+		t.Fatalf("only %d families served", len(families))
+	}
+	for f := range families {
+		if !strings.Contains(string(doc), "`"+f+"`") && !strings.Contains(string(doc), "`"+f+"{") {
+			t.Errorf("docs/METRICS.md does not list %s", f)
+		}
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 
 	vm "github.com/VictoriaMetrics/metrics"
+	"golang.org/x/sys/unix"
 )
 
 // Kernel memory per connection is as large as the process's own (about
@@ -196,13 +197,14 @@ type host struct {
 	root     string
 	pageSize int64
 
-	mu   sync.Mutex
-	buf  []byte
-	base HostSample
+	mu    sync.Mutex
+	buf   []byte
+	dents []byte
+	base  HostSample
 }
 
 func newHost(root string) *host {
-	h := &host{root: root, pageSize: int64(os.Getpagesize()), buf: make([]byte, MaxProcFile+1)}
+	h := &host{root: root, pageSize: int64(os.Getpagesize()), buf: make([]byte, MaxProcFile+1), dents: make([]byte, 32<<10)}
 	h.base = h.sample()
 	return h
 }
@@ -254,12 +256,62 @@ func PerConn(base, now HostSample, pageSize, conns int64) (process, kernel float
 	return process, kernel
 }
 
+// openFDs counts the entries of /proc/self/fd with getdents into a reused
+// buffer: a scrape of a node with a million sockets must not allocate a
+// name per socket (the library's counter does, ~1 MB per scrape at 20,000
+// fds, which showed as RSS growth in a 19,000-connection run). The
+// caller holds h.mu.
+func (h *host) openFDs() (int64, error) {
+	fd, err := unix.Open(filepath.Join(h.root, "proc/self/fd"), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	var n int64
+	for {
+		nb, err := unix.Getdents(fd, h.dents)
+		if err != nil {
+			return 0, err
+		}
+		if nb <= 0 {
+			break
+		}
+		n += countDirents(h.dents[:nb])
+	}
+	return n - 1, nil // the directory's own fd is listed too
+}
+
+// countDirents counts linux_dirent64 records other than "." and "..".
+func countDirents(b []byte) int64 {
+	var n int64
+	for off := 0; off+19 < len(b); {
+		reclen := int(b[off+16]) | int(b[off+17])<<8
+		if reclen <= 0 || off+reclen > len(b) {
+			break
+		}
+		name := b[off+19 : off+reclen]
+		if !(name[0] == '.' && (name[1] == 0 || name[1] == '.' && len(name) > 2 && name[2] == 0)) {
+			n++
+		}
+		off += reclen
+	}
+	return n
+}
+
 // write emits the host series; conns is the node's open connection count.
 func (h *host) write(w io.Writer, conns int64) {
 	h.mu.Lock()
 	s := h.sample()
 	base := h.base
+	fds, fdErr := h.openFDs()
 	h.mu.Unlock()
+	if fdErr == nil {
+		vm.WriteGaugeUint64(w, `process_open_fds`, uint64(fds))
+	}
+	var rl unix.Rlimit
+	if unix.Getrlimit(unix.RLIMIT_NOFILE, &rl) == nil {
+		vm.WriteGaugeUint64(w, `process_max_fds`, rl.Cur)
+	}
 	if s.SockErr == nil {
 		vm.WriteGaugeUint64(w, `wsedge_kernel_sockets_used`, uint64(s.Sock.SocketsUsed))
 		vm.WriteGaugeUint64(w, `wsedge_kernel_tcp_sockets{state="alloc"}`, uint64(s.Sock.TCPAlloc))

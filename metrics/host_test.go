@@ -118,3 +118,41 @@ func TestHostLive(t *testing.T) {
 }
 
 func itoa(v int64) string { return strconvFormat(v) }
+
+// TestOpenFDs: the getdents count equals the directory's listing, and
+// follows fds opened and closed.
+func TestOpenFDs(t *testing.T) {
+	h := newHost("/")
+	count := func() int64 {
+		n, err := h.openFDs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := count()
+	if want := int64(len(ents) - 1); before != want { // ReadDir's own fd
+		t.Fatalf("%d open fds, /proc/self/fd lists %d", before, want)
+	}
+	var files []*os.File
+	for range 300 {
+		f, err := os.Open("/dev/null")
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	if got := count(); got != before+300 {
+		t.Fatalf("%d open fds after opening 300 more than %d", got, before)
+	}
+	for _, f := range files {
+		f.Close()
+	}
+	if n := testing.AllocsPerRun(10, func() { count() }); n > 8 { // the path, not one per fd
+		t.Fatalf("%v allocs per count", n)
+	}
+}

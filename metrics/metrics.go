@@ -164,13 +164,11 @@ func (m *Metrics) AddOpen(d int64) int64 { return m.open.Add(d) }
 // Open reports the open connection count (sockets accepted and not closed).
 func (m *Metrics) Open() int64 { return m.open.Load() }
 
-// WritePrometheus writes the set plus Go and process metrics, with the
-// open fds and their limit (process_open_fds, process_max_fds; counting
-// /proc/self/fd takes about a millisecond per 100,000 fds).
+// WritePrometheus writes the set plus Go and process metrics. The set's
+// host writer (host.go) adds the open fds and their limit.
 func (m *Metrics) WritePrometheus(w io.Writer) {
 	m.Set.WritePrometheus(w)
 	vm.WriteProcessMetrics(w)
-	vm.WriteFDMetrics(w)
 }
 
 // Admin is the admin HTTP server.
