@@ -156,3 +156,17 @@ func TestOpenFDs(t *testing.T) {
 		t.Fatalf("%v allocs per count", n)
 	}
 }
+
+// TestOpenFDsBetweenCounts: between two counts the served figure moves
+// with the connection count.
+func TestOpenFDsBetweenCounts(t *testing.T) {
+	h := newHost("/")
+	var b bytes.Buffer
+	h.write(&b, 0)
+	first := h.fds
+	b.Reset()
+	h.write(&b, 5000)
+	if want := "process_open_fds " + itoa(first+5000) + "\n"; !strings.Contains(b.String(), want) {
+		t.Fatalf("want %q in\n%s", want, b.String())
+	}
+}
