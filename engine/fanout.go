@@ -16,7 +16,7 @@ import (
 func (s *Server) onPublication(channel string, pub broker.Publication) {
 	s.m.Publications.Inc()
 	f := encodePush(channel, pub.Offset, pub.Data)
-	s.post(channel, pub.Offset, f, s.samplePublish())
+	s.postAt(channel, pub.Offset, f, s.samplePublish())
 }
 
 // pushToChannel sends a push that is not a publication (join, leave) to
@@ -24,12 +24,15 @@ func (s *Server) onPublication(channel string, pub broker.Publication) {
 func (s *Server) pushToChannel(channel string, offset uint64, msg []byte) {
 	f := shard.NewFrame(len(msg) + frame.MaxHeaderSize)
 	f.Buf = frame.AppendFrame(f.Buf[:0], frame.OpText, msg)
-	s.post(channel, offset, f, 0)
+	s.post(channel, offset, f)
 }
 
 // post gives one reference of f to every loop with local subscribers and
-// drops the caller's. A non-zero t0 makes f the latency sample (opsmetrics.go).
-func (s *Server) post(channel string, offset uint64, f *shard.Frame, t0 int64) {
+// drops the caller's.
+func (s *Server) post(channel string, offset uint64, f *shard.Frame) { s.postAt(channel, offset, f, 0) }
+
+// postAt is post; a non-zero t0 makes f the latency sample (opsmetrics.go).
+func (s *Server) postAt(channel string, offset uint64, f *shard.Frame, t0 int64) {
 	set, ch := s.hub.Lookup(channel) // ch: the name boxed once per channel
 	loops := *s.byIdx.Load()
 	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
