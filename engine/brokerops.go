@@ -145,7 +145,7 @@ func (b *brokerSide) work(s *Server) {
 		case <-b.stop:
 			return
 		case op := <-b.ops:
-			op.run(s)
+			s.runOp(op)
 			l := op.l
 			if l.inbox.Push(shard.Msg{Kind: msgOp, Ptr: op}) {
 				l.wake()
@@ -219,7 +219,7 @@ var errBusy = errors.New("engine: waiting for the broker")
 func (l *loop) do(op *brokerOp) error {
 	s := l.srv
 	if s.bside == nil {
-		op.run(s)
+		s.runOp(op)
 		return l.complete(op)
 	}
 	if op.sub != nil {

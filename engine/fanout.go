@@ -16,7 +16,7 @@ import (
 func (s *Server) onPublication(channel string, pub broker.Publication) {
 	s.m.Publications.Inc()
 	f := encodePush(channel, pub.Offset, pub.Data)
-	s.post(channel, pub.Offset, pub.Epoch, f)
+	s.postAt(channel, pub.Offset, pub.Epoch, f, s.samplePublish())
 }
 
 // pushToChannel sends a push that is not a publication (join, leave) to
@@ -30,6 +30,11 @@ func (s *Server) pushToChannel(channel string, offset uint64, msg []byte) {
 // post gives one reference of f to every loop with local subscribers and
 // drops the caller's.
 func (s *Server) post(channel string, offset uint64, epoch string, f *shard.Frame) {
+	s.postAt(channel, offset, epoch, f, 0)
+}
+
+// postAt is post; a non-zero t0 makes f the latency sample (opsmetrics.go).
+func (s *Server) postAt(channel string, offset uint64, epoch string, f *shard.Frame, t0 int64) {
 	set, ch := s.hub.Lookup(channel) // ch: the name boxed once per channel
 	loops := *s.byIdx.Load()
 	for i := set.Next(0); i >= 0; i = set.Next(i + 1) {
@@ -37,6 +42,9 @@ func (s *Server) post(channel string, offset uint64, epoch string, f *shard.Fram
 			break
 		}
 		l := loops[i]
+		if t0 != 0 {
+			l.armSample(f, t0)
+		}
 		f.Retain()
 		l.inboxBytes.Add(int64(f.Cost()))
 		if l.inbox.Push(shard.Msg{Kind: msgPush, Conn: offset, Frame: f, Ptr: ch, Epoch: epoch}) {
@@ -90,6 +98,7 @@ func (l *loop) flushAll() {
 	if l.srv.cfg.FlushInterval > 0 {
 		l.lastFlush = time.Now()
 	}
+	l.observeSample()
 }
 
 // inboxHighWater and inboxMaxBytes bound a loop's inbox: publishes (and
@@ -119,6 +128,7 @@ func (l *loop) handleMsg(m shard.Msg) {
 	if m.Kind == msgPush {
 		// Backwards: a slow-consumer close may remove the current
 		// subscriber from the list (swap-remove from the end).
+		l.sawPush(m.Frame)
 		ch := m.Ptr.(string)
 		subs := l.index.Subs(ch)
 		for i := len(subs) - 1; i >= 0; i-- {

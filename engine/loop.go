@@ -44,6 +44,7 @@ type loop struct {
 
 	conns int // connections on this loop
 	tally tally
+	ops   loopOps // opsmetrics.go
 
 	logBudget     int // connection summaries this tick may still log
 	logSuppressed int
@@ -151,6 +152,7 @@ func (l *loop) tick() {
 		l.flushAll()
 	}
 	l.flushTally()
+	l.opsTick()
 }
 
 func (l *loop) flushTally() {

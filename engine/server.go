@@ -67,6 +67,7 @@ type Server struct {
 	admin    *metrics.Admin
 	booted   chan struct{}
 	draining atomic.Bool
+	ops      serverOps // opsmetrics.go
 }
 
 // New validates cfg and prepares a server; Run starts it.
@@ -132,6 +133,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		s.ns[s.cfg.Namespaces[i].Name] = &s.cfg.Namespaces[i]
 	}
 	b.SetHandler(s.onPublication)
+	s.initOps()
 	empty := []*loop{}
 	s.list.Store(&empty)
 	s.byIdx.Store(&empty)
@@ -308,6 +310,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loop {
 		s.loops[el] = l
 		s.m.Set.NewGauge(fmt.Sprintf(`wsedge_inbox_depth{shard="%d"}`, l.idx), func() float64 { return float64(l.inbox.Len()) })
 		s.m.Set.NewGauge(fmt.Sprintf(`wsedge_inbox_overflow_total{shard="%d"}`, l.idx), func() float64 { return float64(l.inbox.Overflowed()) })
+		s.registerLoopOps(l)
 		list := append(append([]*loop{}, *s.list.Load()...), l)
 		s.list.Store(&list)
 		s.byIdx.Store(&list)
@@ -391,6 +394,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		}
 	case stateOpen, stateClosing:
 		l.tally.closed++
+		l.countClose(c)
 		l.logClose(c, err)
 	}
 	c.state = stateClosed

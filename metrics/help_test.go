@@ -41,9 +41,14 @@ func TestMetadata(t *testing.T) {
 			}
 			typ[f[2]] = f[3]
 			typeCount[f[2]]++
-		case strings.HasPrefix(line, "wsedge_"):
+		case strings.HasPrefix(line, "wsedge_") || strings.HasPrefix(line, "process_"):
 			family, _, _ := strings.Cut(line, " ")
 			family, _, _ = strings.Cut(family, "{")
+			for _, suffix := range []string{"_bucket", "_sum", "_count"} {
+				if base, ok := strings.CutSuffix(family, suffix); ok && typ[base] == "histogram" {
+					family = base
+				}
+			}
 			if help[family] == 0 || typ[family] == "" {
 				t.Fatalf("line %d %q: sample before its family's # HELP and # TYPE", i+1, line)
 			}
@@ -62,6 +67,17 @@ func TestMetadata(t *testing.T) {
 		"wsedge_limited_total":    "counter",
 		"wsedge_overloaded_total": "counter",
 		"wsedge_connections":      "gauge",
+
+		"wsedge_closes_total":                 "counter",
+		"wsedge_publish_write_seconds":        "histogram",
+		"wsedge_broker_call_seconds":          "histogram",
+		"wsedge_broker_errors_total":          "counter",
+		"wsedge_kernel_tcp_sockets":           "gauge",
+		"wsedge_kernel_slab_bytes":            "gauge",
+		"wsedge_kernel_bytes_per_connection":  "gauge",
+		"wsedge_process_bytes_per_connection": "gauge",
+		"process_open_fds":                    "gauge",
+		"process_max_fds":                     "gauge",
 	} {
 		if typ[family] != want {
 			t.Errorf("%s: # TYPE %q, want %q", family, typ[family], want)

@@ -50,10 +50,14 @@ type Metrics struct {
 	DeliveryGaps    *vm.Counter // lagged pushes for publications that never reached this node (offset jumps)
 	ServerSubRetry  *vm.Counter // token (subs claim) subscriptions the broker could not make, tried again
 
+	// Ops are the metrics that explain the counters above (ops.go).
+	Ops *Ops
+
 	rejected map[RejectReason]*vm.Counter
 	limited  map[LimitReason]*vm.Counter
 
 	open atomic.Int64
+	host *host
 }
 
 // RejectReason says why a handshake was refused; each has its own
@@ -154,6 +158,9 @@ func New() *Metrics {
 		m.limited[r] = s.NewCounter(`wsedge_limited_total{reason="` + string(r) + `"}`)
 	}
 	s.NewGauge(`wsedge_connections`, func() float64 { return float64(m.open.Load()) })
+	m.Ops = newOps(s)
+	m.host = newHost("/")
+	s.RegisterMetricsWriter(func(w io.Writer) { m.host.write(w, m.open.Load()) })
 	return m
 }
 
@@ -163,7 +170,8 @@ func (m *Metrics) AddOpen(d int64) int64 { return m.open.Add(d) }
 // Open reports the open connection count (sockets accepted and not closed).
 func (m *Metrics) Open() int64 { return m.open.Load() }
 
-// WritePrometheus writes the set plus Go and process metrics.
+// WritePrometheus writes the set plus Go and process metrics. The set's
+// host writer (host.go) adds the open fds and their limit.
 func (m *Metrics) WritePrometheus(w io.Writer) {
 	m.Set.WritePrometheus(w)
 	vm.WriteProcessMetrics(w)

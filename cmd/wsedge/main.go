@@ -15,6 +15,7 @@ var commands = map[string]func(args []string) int{
 	"serve":   runServe,
 	"bench":   runBench,
 	"token":   runToken,
+	"tune":    runTune,
 	"version": runVersion,
 }
 
@@ -25,6 +26,7 @@ commands:
   serve     run the WebSocket edge server
   bench     run the load generator against a server
   token     mint a JWT for a client (development secret unless --key)
+  tune      check host limits against the sysctl profile; plan capacity
   version   print the version
 `)
 }
