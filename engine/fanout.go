@@ -121,7 +121,8 @@ func (l *loop) handleMsg(m shard.Msg) {
 		// subscriber from the list (swap-remove from the end).
 		subs := l.index.Subs(m.Ptr.(string))
 		for i := len(subs) - 1; i >= 0; i-- {
-			l.enqueue(subs[i].Conn, m.Frame, m.Conn)
+			sub := subs[i].Conn
+			l.enqueue(sub, l.frameFor(sub.c, m.Frame), m.Conn)
 		}
 	}
 	m.Frame.Release()

@@ -70,6 +70,8 @@ type loop struct {
 	iovs       [][]byte // writev vector for queue flushes
 
 	lastFlush time.Time // with FlushInterval: when the loop last wrote its subscribers
+
+	z *loopDeflate // permessage-deflate (deflate.go), made on first use
 }
 
 // inboxSize is the lock-free part of each loop's inbox; beyond it pushes go
