@@ -122,6 +122,11 @@ func (f *Inflater) Inflate(payload []byte, limit int) ([]byte, error) {
 	if cap(f.out) > maxKeptInflate {
 		f.out = nil
 	}
+	if len(payload) == 0 {
+		// Not a deflate stream (section 7.2.3.6 sends an empty message
+		// as one 00 byte), but there is only one sensible reading.
+		return f.out[:0], nil
+	}
 	f.src = tailReader{p: payload}
 	if err := f.r.(flate.Resetter).Reset(&f.src, nil); err != nil {
 		return nil, ErrBadDeflate
