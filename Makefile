@@ -27,15 +27,18 @@ test: lint-basic browser-deps
 
 # The browser test drives Debian's chromium with playwright-core; it skips
 # without chromium or node, and needs its locked npm packages otherwise.
+# The permessage-deflate interop test needs Node's ws (testdata/deflate).
 browser-deps:
 	@if command -v npm >/dev/null && [ ! -d cmd/wsedge/testdata/browser/node_modules ]; then \
 		cd cmd/wsedge/testdata/browser && npm ci --no-audit --no-fund; fi
+	@if command -v npm >/dev/null && [ ! -d cmd/wsedge/testdata/deflate/node_modules ]; then \
+		cd cmd/wsedge/testdata/deflate && npm ci --no-audit --no-fund; fi
 
 race:
 	$(GO) test -race -count=1 ./...
 
 # Fuzz targets: 50,000 inputs each in CI (fuzz-short), $(FUZZTIME) each here.
-FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken
+FUZZ_TARGETS = ./frame:FuzzFrame ./frame:FuzzInflate ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -62,10 +65,13 @@ lint: lint-basic
 	@if command -v staticcheck >/dev/null; then staticcheck ./...; else echo "staticcheck not installed: skipped"; fi
 	@if command -v govulncheck >/dev/null; then govulncheck ./...; else echo "govulncheck not installed: skipped"; fi
 
-# RFC 6455 conformance with the Autobahn fuzzingclient (see ../shared/autobahn).
+# RFC 6455 and RFC 7692 conformance with the Autobahn fuzzingclient (see
+# ../shared/autobahn): sections 1-7, 9, 10 (~30 s), then 12 and 13, the
+# permessage-deflate cases (~45 min here).
 autobahn: build
 	@$(BIN) serve --echo --max-message 16777216 --listen 127.0.0.1:9001 --admin "" & pid=$$!; \
 		sleep 0.5; bash ../shared/autobahn/run.sh ws://127.0.0.1:9001/ws "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"; \
+		AUTOBAHN_TIMEOUT=$${AUTOBAHN_TIMEOUT:-3600} bash ../shared/autobahn/run.sh ws://127.0.0.1:9001/ws "12.*,13.*"; \
 		kill $$pid
 
 clean:
