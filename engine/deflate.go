@@ -70,18 +70,55 @@ func (z *loopDeflate) deflater(bits int) *frame.Deflater {
 	return d
 }
 
-// negotiate is the Upgrader's extension callback: it accepts the first
-// valid permessage-deflate offer and declines everything else.
-func (h *upgrader) negotiate(opt httphead.Option) (httphead.Option, error) {
+// deflateOffers is the upgrader's state while it reads the extension
+// offers of one request.
+type deflateOffers struct {
+	idx    int                                                // index of the offer being read
+	offer  httphead.Option                                    // its name and parameters, aliasing the request
+	resp   [1]httphead.Option                                 // the accepted offer's response
+	scanFn func(int, []byte, []byte, []byte) httphead.Control // h.scanOffer, bound once
+}
+
+// extensions is the Upgrader's ExtensionCustom hook, called with each
+// Sec-WebSocket-Extensions header: it accepts the first valid
+// permessage-deflate offer (frame.NegotiateDeflate) and declines the rest.
+// gobwas' Negotiate hook would do the same but appends every accepted
+// option to a fresh slice (about 450 bytes of garbage per handshake);
+// this one hands back the upgrader's own one-element slice.
+func (h *upgrader) extensions(v []byte, dst []httphead.Option) ([]httphead.Option, bool) {
+	o := &h.offers
+	o.idx, o.offer = -1, httphead.Option{}
+	if !httphead.ScanOptions(v, o.scanFn) {
+		return dst, false
+	}
+	h.takeOffer()
 	if h.deflate != 0 {
-		return httphead.Option{}, nil
+		return o.resp[:], true
 	}
-	resp, bits, ok := frame.NegotiateDeflate(opt)
-	if !ok {
-		return httphead.Option{}, nil
+	return dst, true
+}
+
+func (h *upgrader) scanOffer(i int, name, attr, val []byte) httphead.Control {
+	o := &h.offers
+	if i != o.idx {
+		h.takeOffer()
+		o.idx, o.offer = i, httphead.Option{Name: name}
 	}
-	h.deflate = bits
-	return resp, nil
+	if attr != nil {
+		o.offer.Parameters.Set(attr, val)
+	}
+	return httphead.ControlContinue
+}
+
+// takeOffer accepts the offer just read if none was accepted yet.
+func (h *upgrader) takeOffer() {
+	o := &h.offers
+	if h.deflate != 0 || o.offer.Name == nil {
+		return
+	}
+	if resp, bits, ok := frame.NegotiateDeflate(o.offer); ok {
+		h.deflate, o.resp[0] = bits, resp
+	}
 }
 
 // compress returns the frame to write for a data message to c compressed

@@ -43,6 +43,7 @@ type upgrader struct {
 	origins  map[string]bool
 	protocol bool // the client offered wsedge.v1.json
 	deflate  int  // permessage-deflate accepted: the server's window bits (deflate.go)
+	offers   deflateOffers
 
 	// Authentication of the request being upgraded (protocol mode).
 	auth     *authState
@@ -115,7 +116,8 @@ func newUpgrader(cfg *Config, a *authState) *upgrader {
 		h.u.OnBeforeUpgrade = h.beforeUpgrade
 	}
 	if cfg.Compression == "on" {
-		h.u.Negotiate = h.negotiate
+		h.offers.scanFn = h.scanOffer
+		h.u.ExtensionCustom = h.extensions
 	}
 	return h
 }
