@@ -467,3 +467,27 @@ func randomPayload(r *rand.Rand, max int) []byte {
 	}
 	return b
 }
+
+// TestCompressionConfig: the defaults validate, and each bad value is
+// refused with the flag's name.
+func TestCompressionConfig(t *testing.T) {
+	cfg := DefaultConfig()
+	if err := cfg.Validate(); err != nil || cfg.Compression != "on" || cfg.CompressionLevel != 1 || cfg.CompressionMinSize != 128 {
+		t.Fatalf("defaults: %v %+v", err, cfg)
+	}
+	for _, tc := range []struct {
+		field  string
+		mutate func(*Config)
+	}{
+		{"compression", func(c *Config) { c.Compression = "yes" }},
+		{"compression-min-size", func(c *Config) { c.CompressionMinSize = -1 }},
+		{"compression-level", func(c *Config) { c.CompressionLevel = 0 }},
+		{"compression-level", func(c *Config) { c.CompressionLevel = 10 }},
+	} {
+		c := DefaultConfig()
+		tc.mutate(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), tc.field+":") {
+			t.Errorf("%s: %v", tc.field, err)
+		}
+	}
+}
