@@ -376,7 +376,7 @@ func TestDeflateGorilla(t *testing.T) {
 	}
 	r := rand.New(rand.NewPCG(7, 7))
 	n := 300
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		n = 60
 	}
 	for i := range n {

@@ -105,12 +105,15 @@ func TestDeflateRoundTrips(t *testing.T) {
 		}
 		defs["window"+string(rune('0'+bits%10))] = d
 	}
-	n := 150
-	if testing.Short() {
+	n, size := 150, 200<<10
+	switch {
+	case raceEnabled:
+		n, size = 12, 70<<10 // klauspost's encoders run many times slower under -race
+	case testing.Short():
 		n = 40
 	}
 	for i := range n {
-		msg := randomMessage(r, 200<<10)
+		msg := randomMessage(r, size)
 		for name, d := range defs {
 			z := d.Append([]byte("prefix"), msg)
 			if string(z[:6]) != "prefix" {
