@@ -67,7 +67,7 @@ lint: lint-basic
 
 # RFC 6455 and RFC 7692 conformance with the Autobahn fuzzingclient (see
 # ../shared/autobahn): sections 1-7, 9, 10 (~30 s), then 12 and 13, the
-# permessage-deflate cases (~45 min here).
+# permessage-deflate cases (45 min to an hour here: the Python client is slow).
 autobahn: build
 	@$(BIN) serve --echo --max-message 16777216 --listen 127.0.0.1:9001 --admin "" & pid=$$!; \
 		sleep 0.5; bash ../shared/autobahn/run.sh ws://127.0.0.1:9001/ws "1.*,2.*,3.*,4.*,5.*,6.*,7.*,9.*,10.*"; \

@@ -88,10 +88,14 @@ type deflateOffers struct {
 func (h *upgrader) extensions(v []byte, dst []httphead.Option) ([]httphead.Option, bool) {
 	o := &h.offers
 	o.idx, o.offer = -1, httphead.Option{}
-	if !httphead.ScanOptions(v, o.scanFn) {
+	ok := httphead.ScanOptions(v, o.scanFn)
+	if ok {
+		h.takeOffer()
+	}
+	o.offer = httphead.Option{} // it aliases the request's bytes
+	if !ok {
 		return dst, false
 	}
-	h.takeOffer()
 	if h.deflate != 0 {
 		return o.resp[:], true
 	}
