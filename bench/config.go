@@ -120,7 +120,12 @@ type Config struct {
 	// offers it). Implied by a token: only protocol connections
 	// authenticate.
 	Protocol bool
-	Procs    int
+	// Deflate makes idle and connect connections offer permessage-deflate
+	// (as browsers do), to measure what a negotiated connection costs the
+	// server. The load generator itself does not inflate, so it is not
+	// offered where data flows.
+	Deflate bool
+	Procs   int
 	// Loops is event loops per process.
 	Loops int
 	// Sources is how many source addresses in 127.0.0.0/8 (from 127.0.0.2)
@@ -223,6 +228,9 @@ func (cfg *Config) Validate() error {
 	}
 	if err := cfg.Auth.validate(); err != nil {
 		return err
+	}
+	if cfg.Deflate && cfg.Mode != ModeIdle && cfg.Mode != ModeConnect {
+		return fmt.Errorf("deflate: only for idle and connect, not %s", cfg.Mode)
 	}
 	if cfg.Protocol && cfg.Mode != ModeIdle && cfg.Mode != ModeConnect {
 		return fmt.Errorf("protocol: only for idle and connect, not %s", cfg.Mode)

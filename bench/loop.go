@@ -462,6 +462,9 @@ func (l *loop) onConnected(c *conn) {
 		tok = w.tokens.get(c.tok)
 	}
 	l.wbuf = appendUpgradeRequest(l.wbuf[:0], c.t.host, c.t.path, c.key[:], sub, tok, w.cfg.Auth.where())
+	if w.cfg.Deflate {
+		l.wbuf = append(l.wbuf[:len(l.wbuf)-2], "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"...)
+	}
 	l.write(c, l.wbuf)
 }
 

@@ -310,7 +310,7 @@ func (l *loop) completeSubscribe(op *brokerOp) error {
 			return nil
 		}
 		for _, h := range hold.pushes {
-			l.enqueue(sub, op.ch, h.f, h.offset, h.epoch)
+			l.enqueue(sub, op.ch, l.frameFor(c, h.f), h.offset, h.epoch)
 		}
 		hold.release()
 	}

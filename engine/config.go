@@ -107,6 +107,14 @@ type Config struct {
 	// cluster.
 	Broker string `yaml:"broker"`
 
+	// Compression is permessage-deflate (RFC 7692, see engine/deflate.go):
+	// "on" (the default) accepts clients' offers, "off" declines them.
+	// Messages shorter than CompressionMinSize bytes go out uncompressed;
+	// CompressionLevel is flate's level, 1 (fastest) to 9.
+	Compression        string `yaml:"compression"`
+	CompressionMinSize int    `yaml:"compression_min_size"`
+	CompressionLevel   int    `yaml:"compression_level"`
+
 	// Namespaces are the channel namespaces clients may use; a channel
 	// "ns:name" in an unknown namespace is refused with 404.
 	Namespaces []Namespace `yaml:"namespaces"`
@@ -148,6 +156,9 @@ func DefaultConfig() Config {
 		CommandRate:         1000,
 		CommandBurst:        1000,
 		HandshakeBurstPerIP: 10,
+		Compression:         "on",
+		CompressionMinSize:  128,
+		CompressionLevel:    1,
 		Namespaces: []Namespace{
 			{Name: "chat", HistorySize: 100, HistoryTTL: 5 * time.Minute, Presence: true, JoinLeave: true, Publish: true},
 			{Name: "bench", HistorySize: 16, HistoryTTL: time.Minute, Publish: true},
@@ -226,6 +237,12 @@ func (c *Config) Validate() error {
 		return bad("max-conns-per-ip", "%d is negative", c.MaxConnsPerIP)
 	case c.HandshakeRatePerIP < 0:
 		return bad("handshake-rate-per-ip", "%v is negative", c.HandshakeRatePerIP)
+	case c.Compression != "on" && c.Compression != "off":
+		return bad("compression", "%q is neither on nor off", c.Compression)
+	case c.CompressionMinSize < 0:
+		return bad("compression-min-size", "%d is negative", c.CompressionMinSize)
+	case c.CompressionLevel < 1 || c.CompressionLevel > 9:
+		return bad("compression-level", "%d not in 1..9", c.CompressionLevel)
 	case c.HandshakeRatePerIP > 0 && c.HandshakeBurstPerIP < 1:
 		return bad("handshake-burst-per-ip", "%d is under 1 while handshake-rate-per-ip is set", c.HandshakeBurstPerIP)
 	}

@@ -84,6 +84,9 @@ func (c *conn) writeFrame(op frame.OpCode, payload []byte) bool {
 	if op.IsData() {
 		l.tally.msgsOut++
 		c.stats.msgsOut++
+		if z := l.compress(c, op, payload); z != nil {
+			return c.write(z)
+		}
 	}
 	if len(payload) <= cap(l.scratch)-frame.MaxHeaderSize {
 		if l.batch == c {

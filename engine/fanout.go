@@ -132,7 +132,8 @@ func (l *loop) handleMsg(m shard.Msg) {
 		ch := m.Ptr.(string)
 		subs := l.index.Subs(ch)
 		for i := len(subs) - 1; i >= 0; i-- {
-			l.enqueue(subs[i].Conn, ch, m.Frame, m.Conn, m.Epoch)
+			sub := subs[i].Conn
+			l.enqueue(sub, ch, l.frameFor(sub.c, m.Frame), m.Conn, m.Epoch)
 		}
 	}
 	m.Frame.Release()

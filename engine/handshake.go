@@ -42,6 +42,8 @@ type upgrader struct {
 	path     string
 	origins  map[string]bool
 	protocol bool // the client offered wsedge.v1.json
+	deflate  int  // permessage-deflate accepted: the server's window bits (deflate.go)
+	offers   deflateOffers
 
 	// Authentication of the request being upgraded (protocol mode).
 	auth     *authState
@@ -113,6 +115,10 @@ func newUpgrader(cfg *Config, a *authState) *upgrader {
 	if !cfg.Echo {
 		h.u.OnBeforeUpgrade = h.beforeUpgrade
 	}
+	if cfg.Compression == "on" {
+		h.offers.scanFn = h.scanOffer
+		h.u.ExtensionCustom = h.extensions
+	}
 	return h
 }
 
@@ -177,7 +183,7 @@ func requestEnd(b []byte, from int) int {
 func (h *upgrader) upgrade(request []byte) (resp []byte, hs ws.Handshake, err error) {
 	h.req.Reset(request)
 	h.resp = h.resp[:0]
-	h.protocol = false
+	h.protocol, h.deflate = false, 0
 	h.ex.Reset()
 	h.identity, h.refusal, h.counted = auth.Identity{}, 0, false
 	hs, err = h.u.Upgrade(h)

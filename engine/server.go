@@ -503,6 +503,7 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 		c.userCounted = l.up.counted
 		c.state = stateOpen // before the write: OnClose releases what the upgrade took
 		c.protocol = hs.Protocol == Subprotocol
+		c.parser.SetDeflate(l.up.deflate)
 		if c.protocol {
 			sess := c.session()
 			sess.id, sess.user = l.up.identity, l.up.identity.Sub()

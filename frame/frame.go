@@ -81,6 +81,9 @@ var (
 	ErrInvalidUTF8        = &Error{CloseInvalidPayload, "invalid UTF-8 in text message"}
 	ErrInvalidCloseReason = &Error{CloseInvalidPayload, "invalid UTF-8 in close reason"}
 	ErrTooLarge           = &Error{CloseTooLarge, "message too large"}
+
+	ErrCompressedControl      = &Error{CloseProtocolError, "RSV1 set on a control frame"}
+	ErrCompressedContinuation = &Error{CloseProtocolError, "RSV1 set on a continuation frame"}
 )
 
 // MaxHeaderSize is the largest frame header: 2 + 8 length bytes + 4 mask bytes.

@@ -554,3 +554,8 @@ func TestParseHeader(t *testing.T) {
 		})
 	}
 }
+
+func (r *recorder) OnCompressed(op OpCode, p []byte) error {
+	r.events = append(r.events, event{kind: "z", op: op, data: string(p)})
+	return nil
+}

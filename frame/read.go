@@ -24,6 +24,17 @@ type Handler interface {
 	OnClose(code CloseCode, reason []byte) error
 }
 
+// DeflateHandler is the Handler of a connection that negotiated
+// permessage-deflate (see Parser.SetDeflate).
+type DeflateHandler interface {
+	Handler
+	// OnCompressed gets a complete data message sent with RSV1 set: its
+	// payload is the raw deflate data (RFC 7692 section 7.2.2, without the
+	// 00 00 ff ff tail), unmasked, not yet inflated nor checked as UTF-8.
+	// Its length is bounded by Parse's max like any message's.
+	OnCompressed(op OpCode, payload []byte) error
+}
+
 // Parser is the per-connection state of an incremental frame reader. The
 // zero value is ready. It is owned by the connection's loop goroutine.
 //
@@ -33,12 +44,14 @@ type Handler interface {
 // delivered, so an idle connection holds no buffer.
 type Parser struct {
 	mask      [4]byte // mask of the frame whose payload is partly consumed
-	remaining int64   // payload bytes of that frame still to come
+	utf8      UTF8
+	remaining int64 // payload bytes of that frame still to come
 	maskOff   uint8
 	inFrame   bool   // a data frame's payload is partly consumed
 	fin       bool   // that frame ends its message
 	msgOp     OpCode // opcode of the message being assembled; 0 if none
-	utf8      UTF8
+	deflate   uint8  // negotiated permessage-deflate: the server's window bits; 0 if not
+	msgRsv1   bool   // the message being assembled is compressed
 	msgLen    int
 	buf       *[]byte
 }
@@ -58,6 +71,16 @@ func (p *Parser) Reset() {
 	p.release()
 	*p = Parser{}
 }
+
+// SetDeflate records that the connection negotiated permessage-deflate
+// with the server compressing in a window of 2^windowBits bytes (0: not
+// negotiated). From then on a data message whose first frame has RSV1 set
+// is delivered compressed to the handler's OnCompressed; the handler must
+// then be a DeflateHandler.
+func (p *Parser) SetDeflate(windowBits int) { p.deflate = uint8(windowBits) }
+
+// DeflateBits returns what SetDeflate recorded.
+func (p *Parser) DeflateBits() int { return int(p.deflate) }
 
 // Buffered reports the bytes held in the assembly buffer.
 func (p *Parser) Buffered() int {
@@ -123,11 +146,13 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 		// extended length and the mask arrive (fail fast).
 		fh, whole := ParseHeader(rest)
 		fin, op := fh.Fin, fh.Op
-		if fh.Rsv != 0 {
-			return n, ErrReservedBits
-		}
 		if op.IsReserved() {
 			return n, ErrReservedOpcode
+		}
+		if fh.Rsv != 0 {
+			if err := p.checkRsv(fh.Rsv, op); err != nil {
+				return n, err
+			}
 		}
 		if !fh.Masked {
 			return n, ErrUnmasked
@@ -186,6 +211,7 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 
 		if op != OpContinuation {
 			p.msgOp = op
+			p.msgRsv1 = fh.Rsv != 0
 			p.utf8.Reset()
 		}
 		p.msgLen += int(length)
@@ -196,10 +222,17 @@ func (p *Parser) Parse(b []byte, max int, h Handler) (n int, err error) {
 			payload := rest[hlen : hlen+int(length)]
 			ws.Cipher(payload, mask, 0)
 			n += int(length)
+			p.msgOp, p.msgLen = 0, 0
+			if p.msgRsv1 {
+				p.msgRsv1 = false
+				if err := h.(DeflateHandler).OnCompressed(op, payload); err != nil {
+					return n, err
+				}
+				continue
+			}
 			if op == OpText && !(p.utf8.Write(payload) && p.utf8.Complete()) {
 				return n, ErrInvalidUTF8
 			}
-			p.msgOp, p.msgLen = 0, 0
 			if err := h.OnMessage(op, payload); err != nil {
 				return n, err
 			}
@@ -245,7 +278,7 @@ func (p *Parser) consumePayload(chunk []byte) error {
 	ws.Cipher(chunk, p.mask, int(p.maskOff))
 	p.maskOff = uint8((int(p.maskOff) + len(chunk)) & 3)
 	p.remaining -= int64(len(chunk))
-	if p.msgOp == OpText && !p.utf8.Write(chunk) {
+	if p.msgOp == OpText && !p.msgRsv1 && !p.utf8.Write(chunk) {
 		return ErrInvalidUTF8
 	}
 	p.appendPayload(chunk)
@@ -254,7 +287,7 @@ func (p *Parser) consumePayload(chunk []byte) error {
 
 func (p *Parser) deliver(h Handler) error {
 	op := p.msgOp
-	if op == OpText && !p.utf8.Complete() {
+	if op == OpText && !p.msgRsv1 && !p.utf8.Complete() {
 		return ErrInvalidUTF8
 	}
 	var payload []byte
@@ -262,7 +295,29 @@ func (p *Parser) deliver(h Handler) error {
 		payload = *p.buf
 	}
 	p.msgOp, p.msgLen = 0, 0
-	err := h.OnMessage(op, payload)
+	var err error
+	if p.msgRsv1 {
+		p.msgRsv1 = false
+		err = h.(DeflateHandler).OnCompressed(op, payload)
+	} else {
+		err = h.OnMessage(op, payload)
+	}
 	p.release()
 	return err
+}
+
+// checkRsv validates the RSV bits of a frame: only RSV1, only with
+// permessage-deflate negotiated, and only on the first frame of a data
+// message (RFC 7692 section 6.1: control frames and continuation frames
+// never carry it).
+func (p *Parser) checkRsv(rsv byte, op OpCode) error {
+	switch {
+	case rsv != 4 || p.deflate == 0:
+		return ErrReservedBits
+	case op.IsControl():
+		return ErrCompressedControl
+	case op == OpContinuation:
+		return ErrCompressedContinuation
+	}
+	return nil
 }

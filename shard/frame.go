@@ -32,6 +32,12 @@ type Frame struct {
 	Buf []byte
 
 	refs atomic.Int32
+
+	// The compressed twin (permessage-deflate), built at most once, by
+	// the first goroutine that asks (Twin); f itself when compression
+	// does not pay. f holds one reference to it.
+	twin   atomic.Pointer[Frame]
+	twinMu sync.Mutex
 }
 
 // NewFrame returns a frame holding one reference (the caller's) whose Buf is
@@ -66,8 +72,8 @@ func frameClass(n int) int {
 }
 
 // frameOverhead is what a queued reference costs besides the buffer: the
-// Frame itself and its slot in a queue's ring.
-const frameOverhead = 40
+// Frame itself (48 bytes) and its slot in a queue's ring.
+const frameOverhead = 56
 
 // Cost is the memory a queued frame stands for: its buffer's capacity
 // (frames are pooled in power-of-two classes) plus the Frame and a ring
@@ -102,6 +108,9 @@ func (f *Frame) Release() {
 	if n < 0 {
 		panic("BUG: shard.Frame released more often than retained")
 	}
+	if t := f.twin.Swap(nil); t != nil && t != f {
+		t.Release()
+	}
 	// The encoder may have grown Buf beyond its class: file it under the
 	// largest class it can serve, so that Get never hands out a short buffer.
 	c := bits.Len(uint(cap(f.Buf))) - 1 - minFrameShift
@@ -114,4 +123,29 @@ func (f *Frame) Release() {
 	}
 	f.Buf = f.Buf[:0]
 	framePools[c].Put(f)
+}
+
+// Twin returns f's other encoding, the same message compressed, building it
+// with build the first time any goroutine asks: a publication is deflated
+// once however many loops and subscribers want it compressed, and never if
+// none does. build gets f and returns a new frame holding one reference,
+// which f keeps until its last release, or nil when compression does not
+// pay, in which case Twin returns f itself. The caller must hold a
+// reference to f; it retains the twin like any frame it queues. Callers
+// racing on the first call wait for the one that builds (one deflate of one
+// message). Once built, Twin is one atomic load and does not allocate.
+func (f *Frame) Twin(build func(*Frame) *Frame) *Frame {
+	if t := f.twin.Load(); t != nil {
+		return t
+	}
+	f.twinMu.Lock()
+	t := f.twin.Load()
+	if t == nil {
+		if t = build(f); t == nil {
+			t = f
+		}
+		f.twin.Store(t)
+	}
+	f.twinMu.Unlock()
+	return t
 }

@@ -119,6 +119,7 @@ func runBench(args []string) int {
 	fs.Var(subs, "token-subs", "comma-separated channels the server subscribes each connection to, e.g. 'user:{sub}' (idle waits for each subscribed push)")
 	fs.DurationVar(&tc.TTL, "token-ttl", tc.TTL, "validity of minted tokens")
 	fs.StringVar(&tc.In, "token-in", bench.TokenInHeader, "where the token goes: header (Authorization: Bearer), query (?token=) or subprotocol (token.<jwt> entry)")
+	fs.BoolVar(&cfg.Deflate, "deflate", cfg.Deflate, "idle, connect: offer permessage-deflate as browsers do (the load generator does not inflate)")
 	fs.BoolVar(&cfg.Protocol, "protocol", cfg.Protocol, "idle, connect: offer the wsedge.v1.json subprotocol, which a wsedge server without --echo requires (implied by a token)")
 	fs.IntVar(&cfg.Procs, "procs", cfg.Procs, "client processes to spread connections over (≤19,500 each)")
 	fs.IntVar(&cfg.Loops, "loops", cfg.Loops, "event loops per process (0 = cores/procs)")
