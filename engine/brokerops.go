@@ -48,10 +48,10 @@ type brokerOp struct {
 	// retry is, for opServerSub, the wait in ticks before this attempt
 	// (0: the first); see serversub.go.
 	retry int64
-	data []byte        // opPublish, owned by the op
-	info broker.ClientInfo
-	req  broker.HistoryRequest
-	hist bool // read history (subscribe in a namespace with history)
+	data  []byte // opPublish, owned by the op
+	info  broker.ClientInfo
+	req   broker.HistoryRequest
+	hist  bool // read history (subscribe in a namespace with history)
 
 	// Results.
 	err     error

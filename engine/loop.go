@@ -73,7 +73,7 @@ type loop struct {
 	lastFlush time.Time // with FlushInterval: when the loop last wrote its subscribers
 
 	subRetries []serverSubRetry // token subscriptions to try again (serversub.go)
-	z *loopDeflate // permessage-deflate (deflate.go), made on first use
+	z          *loopDeflate     // permessage-deflate (deflate.go), made on first use
 }
 
 // inboxSize is the lock-free part of each loop's inbox; beyond it pushes go
