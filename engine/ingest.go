@@ -73,9 +73,9 @@ type ingestLoop struct {
 	el      gnet.EventLoop
 	epfd    int
 	req     ingest.Request
-	out     []byte              // responses of the read being handled
-	names   map[string]string   // interned channel names (bounded, see intern)
-	waiting []*ingestConn       // connections not read: overload, unread responses, events
+	out     []byte            // responses of the read being handled
+	names   map[string]string // interned channel names (bounded, see intern)
+	waiting []*ingestConn     // connections not read: overload, unread responses, events
 	inbox   *shard.Inbox[*ingestOp]
 	drainFn gnet.RunnableFunc
 	tickFn  gnet.RunnableFunc

@@ -62,7 +62,9 @@ type ServerError struct {
 	Message string
 }
 
-func (e *ServerError) Error() string { return fmt.Sprintf("ingest: %s (%d): %s", e.Code, e.Code, e.Message) }
+func (e *ServerError) Error() string {
+	return fmt.Sprintf("ingest: %s (%d): %s", e.Code, e.Code, e.Message)
+}
 
 // Call is one request in flight. Its result fields are valid once Done is
 // closed; the Client never touches it afterwards.
