@@ -35,7 +35,7 @@ race:
 	$(GO) test -race -count=1 ./...
 
 # Fuzz targets: 50,000 inputs each in CI (fuzz-short), $(FUZZTIME) each here.
-FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken
+FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken ./ingest:FuzzIngest
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

@@ -25,11 +25,15 @@ func TestRequestRoundTrip(t *testing.T) {
 			c, rest := NextChannel(rest)
 			return r.Op == OpPublishMany && r.NumChannels == 2 && string(a) == "chat:a" && string(c) == "chat:b" && len(rest) == 0 && string(r.Payload) == "2"
 		},
-		func(r *Request) bool { return r.Op == OpBroadcast && string(r.Namespace) == "chat" && string(r.Payload) == "3" },
+		func(r *Request) bool {
+			return r.Op == OpBroadcast && string(r.Namespace) == "chat" && string(r.Payload) == "3"
+		},
 		func(r *Request) bool {
 			return r.Op == OpDisconnect && string(r.User) == "alice" && r.Code == 4007 && string(r.Reason) == "bye"
 		},
-		func(r *Request) bool { return r.Op == OpUnsubscribe && string(r.User) == "alice" && string(r.Channel) == "chat:a" },
+		func(r *Request) bool {
+			return r.Op == OpUnsubscribe && string(r.User) == "alice" && string(r.Channel) == "chat:a"
+		},
 		func(r *Request) bool { return r.Op == OpPresence && string(r.Channel) == "chat:a" },
 		func(r *Request) bool { return r.Op == OpEvents },
 		func(r *Request) bool { return r.Op == OpPing },
