@@ -409,12 +409,12 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	case stateOpen, stateClosing:
 		l.tally.closed++
 		l.logClose(c, err)
-		s.connEvent(ingest.EventDisconnect, c, "", c.closeCode, closedBy(c))
 	}
 	c.state = stateClosed
 	l.wheel.remove(c)
 	if c.sess != nil {
 		l.closeSession(c)
+		s.connEvent(ingest.EventDisconnect, c, "", c.closeCode, closedBy(c)) // after its unsubscribes
 	}
 	if c.ipCounted {
 		s.ipl.release(remoteIP(gc))
