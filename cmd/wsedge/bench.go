@@ -17,6 +17,7 @@ import (
 )
 
 const benchUsage = `usage: wsedge bench <idle|echo|broadcast|connect> [flags]
+       wsedge bench ingest --socket unix:///path [--subs N] (or --api http://admin; see -h)
        wsedge bench plot -o out.svg|out.png result.json...
        wsedge bench table result.json...     (markdown, one row per --label)
 
@@ -61,6 +62,8 @@ func runBench(args []string) int {
 		return runBenchPlot(args[1:])
 	case "table":
 		return runBenchTable(args[1:])
+	case "ingest":
+		return runBenchIngest(args[1:])
 	}
 	cfg := bench.Defaults()
 	cfg.Mode = bench.Mode(args[0])
