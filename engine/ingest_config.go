@@ -78,8 +78,8 @@ func (c *IngestConfig) validate(maxMessage int) error {
 		return bad("ingest-max-payload", "%d not in 0..64MiB", c.MaxPayload)
 	case c.MaxFrame < ingest.HeaderLen+600 || c.MaxFrame > 1<<27:
 		return bad("ingest-max-frame", "%d not in %d..128MiB", c.MaxFrame, ingest.HeaderLen+600)
-	case c.payloadLimit(maxMessage)+1024 > c.MaxFrame:
-		return bad("ingest-max-frame", "%d leaves no room for a %d-byte payload and its channel", c.MaxFrame, c.payloadLimit(maxMessage))
+	case c.MaxPayload+1024 > c.MaxFrame:
+		return bad("ingest-max-frame", "%d leaves no room for a %d-byte payload and its channel", c.MaxFrame, c.MaxPayload)
 	case c.MaxOutbound < 4096:
 		return bad("ingest-max-outbound", "%d is under 4096", c.MaxOutbound)
 	case c.OverloadWait < 0 || c.OverloadWait > time.Minute:
@@ -96,10 +96,11 @@ func (c *IngestConfig) validate(maxMessage int) error {
 	return nil
 }
 
-// payloadLimit is the largest payload of one publication.
+// payloadLimit is the largest payload of one publication: MaxPayload, or
+// --max-message as far as a frame holds it.
 func (c *IngestConfig) payloadLimit(maxMessage int) int {
 	if c.MaxPayload > 0 {
 		return c.MaxPayload
 	}
-	return maxMessage
+	return min(maxMessage, c.MaxFrame-1024)
 }
