@@ -108,6 +108,7 @@ func testIngestRestart(t *testing.T, sig syscall.Signal) {
 	}
 	defer cl.Close()
 	calls := make([]*ingest.Call, n)
+	third := make(chan *ingest.Call, 1) // the call the test stops the server after
 	sent := make(chan struct{})
 	go func() {
 		defer close(sent)
@@ -118,25 +119,21 @@ func testIngestRestart(t *testing.T, sig syscall.Signal) {
 				return
 			}
 			calls[i] = c
+			if i == n/3 {
+				third <- c
+			}
 		}
 	}()
 	// Stop the server once a third is acked.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if c := calls[n/3]; c != nil {
-			select {
-			case <-c.Done:
-			default:
-				c = nil
-			}
-			if c != nil {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
+	select {
+	case c := <-third:
+		select {
+		case <-c.Done:
+		case <-time.After(20 * time.Second):
 			t.Fatal("a third of the messages not acked in 20 s")
 		}
-		time.Sleep(time.Millisecond) // polling the publisher's progress
+	case <-time.After(20 * time.Second):
+		t.Fatal("a third of the messages not sent in 20 s")
 	}
 	_ = a.cmd.Process.Signal(sig)
 	select {
