@@ -73,7 +73,7 @@ func TestClientRetriesExactlyOnce(t *testing.T) {
 	})
 	sub := dialProto(t, s.Addr())
 	sub.ok(`{"op":"subscribe","channel":"chat:retry"}`)
-	p := startCuttingProxy(t, addr[len("unix://"):], 64<<10)
+	p := startCuttingProxy(t, addr[len("unix://"):], 16<<10)
 	cl, err := ingest.Dial(t.Context(), "unix://"+p.ln.Addr().String(), ingest.Options{RetryFor: time.Minute, MaxInFlight: 1000, MinBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
