@@ -443,3 +443,14 @@ func (il *ingestLoop) intern(channel []byte) string {
 }
 
 const maxInterned = 4096
+
+// stopServices releases what Run started before the engine when the
+// ingest socket cannot start: the admin server and the broker side.
+func (s *Server) stopServices() {
+	if s.admin != nil {
+		_ = s.admin.Close(context.Background())
+	}
+	if s.bside != nil {
+		s.bside.close()
+	}
+}

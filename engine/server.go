@@ -220,6 +220,7 @@ func (s *Server) Run(ctx context.Context) error {
 	if s.cfg.Ingest.Listen != "" {
 		if s.ing, err = startIngest(s); err != nil {
 			unix.Close(hold)
+			s.stopServices()
 			return err
 		}
 	}
