@@ -271,3 +271,31 @@ func startServeEnv(t *testing.T, env []string, args ...string) *proc {
 	}
 	return startServe(t, "", args...)
 }
+
+// TestBenchIngest runs `wsedge bench ingest` briefly over the socket and
+// over the HTTP API against a real server; every publication must reach
+// both subscribers.
+func TestBenchIngest(t *testing.T) {
+	const key = "bench-test-api-key-0123"
+	sock := filepath.Join(t.TempDir(), "ingest.sock")
+	p := startServeEnv(t, []string{"WSEDGE_API_KEY=" + key}, "--ingest", "unix://"+sock)
+	for _, via := range [][]string{{"--socket", "unix://" + sock, "--rate", "2000"}, {"--api", "http://" + p.admin, "--rate", "200", "--window", "4"}} {
+		args := append([]string{"bench", "ingest", "--url", "ws://" + p.ws + "/ws", "--subs", "2", "--duration", "1s"}, via...)
+		out, err := exec.Command(binPath, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", via, err, out)
+		}
+		var acked, sent, errs, delivered, expected int
+		for _, line := range strings.Split(string(out), "\n") {
+			if strings.HasPrefix(line, "acked ") {
+				fmt.Sscanf(line, "acked %d of %d sent in 1s (%d errors)", &acked, &sent, &errs)
+			}
+			if strings.HasPrefix(line, "delivered ") {
+				fmt.Sscanf(line, "delivered %d of %d", &delivered, &expected)
+			}
+		}
+		if acked == 0 || errs != 0 || delivered != expected || expected != 2*sent {
+			t.Fatalf("%v: acked %d of %d, %d errors, delivered %d of %d\n%s", via, acked, sent, errs, delivered, expected, out)
+		}
+	}
+}
