@@ -91,6 +91,7 @@ type ingestConn struct {
 	readOff   bool      // its fd is not registered for reading
 	listed    bool      // in il.waiting
 	closing   bool      // a fatal error was answered; input is discarded
+	stop      bool      // the parse stopped for unread responses or a broker op: wait after the write
 	closed    bool
 	events    bool   // reads the event stream
 	evNext    uint64 // number of the next event it gets
@@ -255,6 +256,9 @@ func (is *ingestServer) loopFor(el gnet.EventLoop) *ingestLoop {
 			out:   make([]byte, 0, 64<<10),
 			inbox: shard.NewInbox[*ingestOp](1024),
 		}
+		if il.epfd < 0 {
+			is.s.log.Warn("ingest: gnet's epoll fd not found; reading of a waiting ingest connection cannot be stopped in the kernel")
+		}
 		il.drainFn = func(context.Context) error { il.drain(); return nil }
 		il.tickFn = func(context.Context) error { il.tick(); return nil }
 		is.loops[el] = il
@@ -306,7 +310,7 @@ func (is *ingestServer) OnTraffic(gc gnet.Conn) gnet.Action {
 	off, act := 0, gnet.None
 	for off < len(buf) {
 		if c.inflight > 0 || gc.OutboundBuffered()+len(il.out) > is.cfg.MaxOutbound {
-			il.wait(c)
+			c.stop = true
 			break
 		}
 		n, err := ingest.ParseRequest(buf[off:], is.cfg.MaxFrame, &il.req)
@@ -339,11 +343,19 @@ func (is *ingestServer) OnTraffic(gc gnet.Conn) gnet.Action {
 	if off > 0 {
 		_, _ = gc.Discard(off)
 	}
-	if c.readOff && c.inflight == 0 && c.waitSince.IsZero() && !c.overOut() {
-		il.reading(c, true)
-	}
 	if len(il.out) > 0 {
 		_, _ = gc.Write(il.out)
+	}
+	// After the write: a partial write makes gnet register the fd for
+	// reading and writing, which must not undo a stop.
+	switch {
+	case c.stop:
+		c.stop = false
+		il.wait(c)
+	case c.readOff && c.inflight == 0 && c.waitSince.IsZero() && !c.overOut():
+		il.reading(c, true)
+	case c.readOff:
+		il.reading(c, false)
 	}
 	if cap(il.out) > 1<<20 {
 		il.out = make([]byte, 0, 64<<10)
@@ -355,7 +367,8 @@ func (c *ingestConn) overOut() bool {
 	return c.gc.OutboundBuffered() > c.il.srv.cfg.MaxOutbound
 }
 
-// wait stops reading c until tick (or its broker op) resumes it.
+// wait stops reading c until tick (or its broker op) resumes it. Called
+// outside the parse (the request that waits sets c.stop or waitSince).
 func (il *ingestLoop) wait(c *ingestConn) {
 	il.reading(c, false)
 	if !c.listed {
@@ -366,11 +379,13 @@ func (il *ingestLoop) wait(c *ingestConn) {
 }
 
 // reading registers c's fd in the ingest loop's epoll for reading or not
-// (see backpressure.go for why gnet has no call for it). Without the epoll
-// fd the input stays bounded anyway: a waiting connection's requests are
-// not parsed, and gnet reads at most what the kernel holds.
+// (see backpressure.go for why gnet has no call for it). Turning reading
+// off is always done again: gnet itself re-registers a connection for
+// reading after a partial write or when its outbound buffer empties.
+// Without the epoll fd (logged at start) reading cannot stop in the kernel
+// and a waiting connection's input gathers in gnet's buffer.
 func (il *ingestLoop) reading(c *ingestConn, on bool) {
-	if c.readOff == !on {
+	if on && !c.readOff {
 		return
 	}
 	c.readOff = !on

@@ -436,3 +436,42 @@ func TestIngestGoroutines(t *testing.T) {
 		t.Fatalf("%d goroutines with 200 ingest connections, %d before", g, base)
 	}
 }
+
+// TestIngestNeverReadingBounded: a client that pipelines publishes and
+// never reads the acks is stopped being read once its unread acks pass
+// MaxOutbound: its writes block after a bounded amount, well short of what
+// it tries to send, and another ingest client is served meanwhile.
+func TestIngestNeverReadingBounded(t *testing.T) {
+	_, addr := startIngestServer(t, func(c *Config) { c.Ingest.MaxOutbound = 64 << 10 })
+	r := dialIngest(t, addr)
+	frame := ingest.AppendPublish(nil, 1, "bench:nr", nil, []byte(`1`))
+	var batch []byte
+	for range 4096 {
+		batch = append(batch, frame...)
+	}
+	const try = 64 << 20
+	written := 0
+	for written < try {
+		_ = r.c.SetWriteDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := r.c.Write(batch)
+		written += n
+		if err != nil {
+			break // blocked: the server stopped reading
+		}
+	}
+	// Unread acks ≤ 64 KiB (+ one read's worth) answer about 3,000
+	// requests; the rest is kernel buffers (a few hundred KiB each way)
+	// and one gnet read.
+	if written >= 8<<20 {
+		t.Fatalf("the server took %d bytes from a client that reads nothing", written)
+	}
+	other, err := ingest.Dial(t.Context(), addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	if _, err := other.Publish(t.Context(), "bench:nr", []byte(`2`)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("a client that reads nothing got %d bytes (%d requests) in before the server stopped reading it", written, written/len(frame))
+}
