@@ -39,10 +39,11 @@ type idemEntry struct {
 type idemStripe struct {
 	mu   sync.Mutex
 	m    map[idemKey]idemEntry
-	ring []idemKey // insertion order; head is the oldest
+	ring []idemKey // insertion order, head the oldest; grows to max, then wraps
+	max  int
 	head int
 	n    int
-	_    [40]byte
+	_    [32]byte
 }
 
 const idemStripes = 64
@@ -56,7 +57,7 @@ func newIdemWindow(window time.Duration, maxKeys int) *idemWindow {
 	w.stripes = make([]idemStripe, idemStripes)
 	for i := range w.stripes {
 		w.stripes[i].m = make(map[idemKey]idemEntry)
-		w.stripes[i].ring = make([]idemKey, per)
+		w.stripes[i].max = per
 	}
 	return w
 }
@@ -85,7 +86,7 @@ const (
 )
 
 // reserve looks k up; a new key is marked pending. It does not allocate
-// in steady state (the stripe's map and ring are sized once full).
+// in steady state (the stripe's map and ring stop growing at the bound).
 func (w *idemWindow) reserve(k idemKey, now time.Time) (idemEntry, idemState) {
 	if w.stripes == nil {
 		return idemEntry{}, idemNew
@@ -101,14 +102,23 @@ func (w *idemWindow) reserve(k idemKey, now time.Time) (idemEntry, idemState) {
 		}
 		return e, idemDone
 	}
-	if s.n == len(s.ring) {
-		old := s.ring[s.head]
-		delete(s.m, old)
-		s.head = (s.head + 1) % len(s.ring)
-		s.n--
-		w.evicted.Add(1)
+	switch {
+	case s.n == len(s.ring) && len(s.ring) < s.max && s.head == 0:
+		s.ring = append(s.ring, k) // still growing: the ring has not wrapped
+	case s.n == len(s.ring) && len(s.ring) < s.max:
+		// Not full, but head moved: unroll so the ring can grow.
+		s.ring = append(append(make([]idemKey, 0, min(2*len(s.ring)+1, s.max)), s.ring[s.head:]...), s.ring[:s.head]...)
+		s.head = 0
+		s.ring = append(s.ring, k)
+	default:
+		if s.n == len(s.ring) {
+			delete(s.m, s.ring[s.head])
+			s.head = (s.head + 1) % len(s.ring)
+			s.n--
+			w.evicted.Add(1)
+		}
+		s.ring[(s.head+s.n)%len(s.ring)] = k
 	}
-	s.ring[(s.head+s.n)%len(s.ring)] = k
 	s.n++
 	s.m[k] = idemEntry{at: t, pending: true}
 	return idemEntry{}, idemNew
