@@ -226,6 +226,17 @@ func (is *ingestServer) stop() {
 		is.s.log.Warn("ingest stop", "err", err)
 	}
 	_ = os.Remove(is.path) // gnet removes it too; a leftover would only be stale
+	// gnet keeps every engine it ran, with its handler, in a global map
+	// keyed by address (for its deprecated gnet.Stop), so a stopped ingest
+	// server lets go of the Server and its loops: a process that runs
+	// servers one after another (tests) does not keep them all. The loops
+	// have exited; nothing reads these any more.
+	is.mu.Lock()
+	is.loops = nil
+	is.mu.Unlock()
+	empty := []*ingestLoop{}
+	is.list.Store(&empty)
+	is.s = nil
 }
 
 // OnBoot implements gnet.EventHandler.
