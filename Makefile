@@ -38,7 +38,7 @@ race:
 	$(GO) test -race -count=1 ./...
 
 # Fuzz targets: 50,000 inputs each in CI (fuzz-short), $(FUZZTIME) each here.
-FUZZ_TARGETS = ./frame:FuzzFrame ./frame:FuzzInflate ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken ./client:FuzzClientRead ./metrics:FuzzProcStats ./tuning:FuzzProfile
+FUZZ_TARGETS = ./frame:FuzzFrame ./frame:FuzzInflate ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken ./client:FuzzClientRead ./metrics:FuzzProcStats ./tuning:FuzzProfile ./ingest:FuzzIngest
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

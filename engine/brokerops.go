@@ -53,6 +53,10 @@ type brokerOp struct {
 	req   broker.HistoryRequest
 	hist  bool // read history (subscribe in a namespace with history)
 
+	// ingest, when set, is an ingest request's work (engine/ingest_ops.go):
+	// it runs its own calls and completes on its ingest loop.
+	ingest *ingestOp
+
 	// Results.
 	err     error
 	pos     broker.StreamPosition
@@ -145,6 +149,11 @@ func (b *brokerSide) work(s *Server) {
 		case <-b.stop:
 			return
 		case op := <-b.ops:
+			if op.ingest != nil {
+				op.ingest.run(s)
+				op.ingest.c.il.post(op.ingest)
+				continue
+			}
 			s.runOp(op)
 			l := op.l
 			if l.inbox.Push(shard.Msg{Kind: msgOp, Ptr: op}) {

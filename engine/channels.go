@@ -10,6 +10,7 @@ import (
 	"github.com/wsedge/wsedge/auth"
 	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/ingest"
 	"github.com/wsedge/wsedge/metrics"
 	"github.com/wsedge/wsedge/protocol"
 	"github.com/wsedge/wsedge/shard"
@@ -273,6 +274,7 @@ func (l *loop) completeSubscribe(op *brokerOp) error {
 	}
 	ns, res := op.ns, &op.res
 	sub.last, sub.epoch = res.Position.Offset, res.Position.Epoch
+	l.srv.connEvent(ingest.EventSubscribe, c, op.ch, 0, "")
 	if ns.JoinLeave {
 		l.srv.pushToChannel(op.ch, 0, protocol.AppendJoin(l.out[:0], op.ch, c.sess.clientID(), c.sess.user, op.info.Info))
 	}
@@ -423,6 +425,7 @@ func (l *loop) unsubscribe(c *conn) error {
 func (l *loop) leave(s *shard.Sub[*subscription]) {
 	sub := s.Conn
 	ch := l.leaveQuiet(s)
+	l.srv.connEvent(ingest.EventUnsubscribe, sub.c, ch, 0, "")
 	if sub.ns.Presence {
 		l.srv.removePresence(ch, sub.c.sess.clientID())
 	}

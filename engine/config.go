@@ -118,6 +118,9 @@ type Config struct {
 	// Namespaces are the channel namespaces clients may use; a channel
 	// "ns:name" in an unknown namespace is refused with 404.
 	Namespaces []Namespace `yaml:"namespaces"`
+
+	// Ingest is the ingest socket and HTTP publish API (ingest_config.go).
+	Ingest IngestConfig `yaml:"ingest"`
 }
 
 // Namespace holds the options of the channels "name:*".
@@ -159,6 +162,7 @@ func DefaultConfig() Config {
 		Compression:         "on",
 		CompressionMinSize:  128,
 		CompressionLevel:    1,
+		Ingest:              defaultIngestConfig(),
 		Namespaces: []Namespace{
 			{Name: "chat", HistorySize: 100, HistoryTTL: 5 * time.Minute, Presence: true, JoinLeave: true, Publish: true},
 			{Name: "bench", HistorySize: 16, HistoryTTL: time.Minute, Publish: true},
@@ -245,6 +249,9 @@ func (c *Config) Validate() error {
 		return bad("compression-level", "%d not in 1..9", c.CompressionLevel)
 	case c.HandshakeRatePerIP > 0 && c.HandshakeBurstPerIP < 1:
 		return bad("handshake-burst-per-ip", "%d is under 1 while handshake-rate-per-ip is set", c.HandshakeBurstPerIP)
+	}
+	if err := c.Ingest.validate(c.MaxMessage); err != nil {
+		return err
 	}
 	seen := make(map[string]bool, len(c.Namespaces))
 	for i, ns := range c.Namespaces {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/ingest"
 	"github.com/wsedge/wsedge/metrics"
 	"github.com/wsedge/wsedge/protocol"
 	"github.com/wsedge/wsedge/shard"
@@ -66,6 +67,9 @@ type Server struct {
 	addr     string
 	admin    *metrics.Admin
 	booted   chan struct{}
+	ing      *ingestServer // the ingest socket; nil without --ingest
+	events   *eventLog     // connection events for ingest readers; nil without --ingest
+	idem     *idemWindow   // idempotency keys of ingest and HTTP API publishes
 	draining atomic.Bool
 	ops      serverOps // opsmetrics.go
 }
@@ -132,6 +136,10 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 	for i := range s.cfg.Namespaces {
 		s.ns[s.cfg.Namespaces[i].Name] = &s.cfg.Namespaces[i]
 	}
+	if cfg.Ingest.Listen != "" {
+		s.events = newEventLog(cfg.Ingest.EventBuffer)
+	}
+	s.idem = newIdemWindow(cfg.Ingest.IdemWindow, cfg.Ingest.IdemMax)
 	b.SetHandler(s.onPublication)
 	s.initOps()
 	empty := []*loop{}
@@ -183,7 +191,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.addr = addr
 	if s.cfg.Admin != "" {
-		s.admin, err = metrics.StartAdmin(s.cfg.Admin, s.m, s.Ready, nil, func(err error) {
+		s.admin, err = metrics.StartAdmin(s.cfg.Admin, s.m, s.Ready, s.apiRoutes(), func(err error) {
 			s.log.Error("admin server stopped; WebSocket service goes on", "err", err)
 		})
 		if err != nil {
@@ -210,6 +218,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if nb, ok := s.broker.(interface{ NeverBlocks() bool }); !ok || !nb.NeverBlocks() {
 		// The broker's calls can block: they leave the loops.
 		s.bside = newBrokerSide(s)
+	}
+	if s.cfg.Ingest.Listen != "" {
+		if s.ing, err = startIngest(s); err != nil {
+			unix.Close(hold)
+			s.stopServices()
+			return err
+		}
 	}
 	runErr := make(chan error, 1)
 	go func() {
@@ -243,6 +258,9 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	case err := <-runErr:
 		return fmt.Errorf("engine stopped: %w", err)
+	}
+	if s.ing != nil {
+		s.ing.stop() // answered requests are flushed; unread ones are retried by their clients
 	}
 	s.Drain()
 	stopCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -401,6 +419,7 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 	l.wheel.remove(c)
 	if c.sess != nil {
 		l.closeSession(c)
+		s.connEvent(ingest.EventDisconnect, c, "", c.closeCode, closedBy(c)) // after its unsubscribes
 	}
 	if c.ipCounted {
 		s.ipl.release(remoteIP(gc))
@@ -512,6 +531,7 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) (act gnet.Action, pause bool) {
 			return gnet.Close, false
 		}
 		if c.protocol {
+			s.connEvent(ingest.EventConnect, c, "", 0, "")
 			l.openSession(c) // after the 101: it may push
 		}
 		l.tally.hsOK++

@@ -17,6 +17,7 @@ import (
 )
 
 const benchUsage = `usage: wsedge bench <idle|echo|broadcast|connect> [flags]
+       wsedge bench ingest --socket unix:///path [--subs N] (or --api http://admin; see -h)
        wsedge bench plot -o out.svg|out.png result.json...
        wsedge bench plot --open -o out.svg result.json...  (connections open over time)
        wsedge bench table result.json...     (markdown, one row per --label)
@@ -70,6 +71,8 @@ func runBench(args []string) int {
 		return runBenchTable(args[1:])
 	case "reconnect":
 		return runBenchReconnect(args[1:])
+	case "ingest":
+		return runBenchIngest(args[1:])
 	}
 	cfg := bench.Defaults()
 	cfg.Mode = bench.Mode(args[0])

@@ -13,6 +13,7 @@ import (
 // exit code.
 var commands = map[string]func(args []string) int{
 	"serve":   runServe,
+	"publish": runPublish,
 	"bench":   runBench,
 	"token":   runToken,
 	"tune":    runTune,
@@ -24,6 +25,7 @@ func usage() {
 
 commands:
   serve     run the WebSocket edge server
+  publish   publish messages through the ingest socket or the HTTP API
   bench     run the load generator against a server
   token     mint a JWT for a client (development secret unless --key)
   tune      check host limits against the sysctl profile; plan capacity

@@ -76,6 +76,7 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.IntVar(&cfg.HandshakeBurstPerIP, "handshake-burst-per-ip", cfg.HandshakeBurstPerIP, "burst of the per-address handshake bucket")
 	fs.StringVar(&origins, "allowed-origins", strings.Join(cfg.AllowedOrigins, ","), "comma-separated Origin values to accept (empty: any)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	ingestFlags(fs, &cfg.Ingest)
 	var envErr error
 	fs.VisitAll(func(f *flag.Flag) {
 		env := "WSEDGE_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
