@@ -97,10 +97,13 @@ type hoCollect struct {
 	pings int
 }
 
-func (c *hoCollect) OnMessage(_ OpCode, p []byte) error { c.msgs = append(c.msgs, bytes.Clone(p)); return nil }
-func (c *hoCollect) OnPing([]byte) error                { c.pings++; return nil }
-func (c *hoCollect) OnPong([]byte) error                { return nil }
-func (c *hoCollect) OnClose(CloseCode, []byte) error    { return nil }
+func (c *hoCollect) OnMessage(_ OpCode, p []byte) error {
+	c.msgs = append(c.msgs, bytes.Clone(p))
+	return nil
+}
+func (c *hoCollect) OnPing([]byte) error             { c.pings++; return nil }
+func (c *hoCollect) OnPong([]byte) error             { return nil }
+func (c *hoCollect) OnClose(CloseCode, []byte) error { return nil }
 
 func hoFrame(fin bool, op OpCode, payload []byte) []byte {
 	mask := [4]byte{1, 2, 3, 4}
