@@ -36,6 +36,7 @@ race:
 
 # Fuzz targets: 50,000 inputs each in CI (fuzz-short), $(FUZZTIME) each here.
 FUZZ_TARGETS = ./frame:FuzzFrame ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken
+FUZZ_TARGETS += ./handoff:FuzzDecode ./frame:FuzzParserState ./auth:FuzzIdentityDecode
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
