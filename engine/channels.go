@@ -44,6 +44,7 @@ type subscription struct {
 	ns      *Namespace
 	hold    *heldPushes // while its subscribe waits on an async broker
 	last    uint64      // offset of the last publication delivered or known from the subscribe reply
+	epoch   string      // the stream's epoch from the subscribe reply (a handoff resumes from last in it)
 	lagging bool        // frames are being dropped (policy "lag") until the queue drains
 }
 
@@ -267,7 +268,7 @@ func (l *loop) completeSubscribe(op *brokerOp) error {
 		return l.replyErrorID(c, op.id, protocol.CodeUnavailable, protocol.MsgUnavailable)
 	}
 	ns, res := op.ns, &op.res
-	sub.last = res.Position.Offset
+	sub.last, sub.epoch = res.Position.Offset, res.Position.Epoch
 	if ns.JoinLeave {
 		l.srv.pushToChannel(op.ch, 0, protocol.AppendJoin(l.out[:0], op.ch, c.sess.clientID(), c.sess.user, op.info.Info))
 	}

@@ -67,6 +67,7 @@ type Server struct {
 	admin    *metrics.Admin
 	booted   chan struct{}
 	draining atomic.Bool
+	ho       *handoffState // handoff*.go
 }
 
 // New validates cfg and prepares a server; Run starts it.
@@ -116,6 +117,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		loops:    make(map[gnet.EventLoop]*loop),
 		booted:   make(chan struct{}),
 	}
+	s.ho = newHandoffState(s.m.Set)
 	s.maxConns = int64(limits.MaxConns(cfg.Loops))
 	s.ceilingReason = metrics.RejectFDCeiling
 	if cfg.MaxConns > 0 && int64(cfg.MaxConns) < s.maxConns {
@@ -325,6 +327,9 @@ var (
 // OnOpen implements gnet.EventHandler. It runs on the loop goroutine right
 // after accept.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if r, ok := gc.Context().(*restoring); ok {
+		return s.openRestored(gc, r) // handed over by another process (handoff_recv.go)
+	}
 	s.m.Accepted.Inc()
 	if s.draining.Load() {
 		return s.refuse(gc, metrics.RejectDraining, respDraining)
@@ -384,6 +389,10 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		return gnet.None // refused in OnOpen
 	}
 	l := c.loop
+	if c.state == stateFrozen {
+		l.closeFrozen(c) // handed over, or closed while being handed over (handoff.go)
+		return gnet.None
+	}
 	switch c.state {
 	case stateHandshake:
 		if !c.hsCounted {

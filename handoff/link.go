@@ -19,6 +19,7 @@ const (
 	TypeBatch  byte = 3 // old → new: records, with one fd each
 	TypeAck    byte = 4 // new → old: per record, taken or refused
 	TypeDone   byte = 5 // old → new: nothing left; new → old: every ack is sent
+	TypeReady  byte = 6 // new → old: listening on the port; stop accepting and send
 )
 
 // MaxBatch is the most connections in one batch: the kernel passes at
