@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"sync"
 	"time"
 
 	vm "github.com/VictoriaMetrics/metrics"
@@ -26,7 +27,12 @@ import (
 type handoffState struct {
 	sent, received, resumed, refused *vm.Counter
 	giving                           chan struct{} // held while this process gives its connections away
+	loopsOnce                        sync.Once
+	loopsUp                          chan struct{} // closed by the first tick: gnet's loops exist
 }
+
+// ticking is called on every tick; the first says gnet's loops exist.
+func (h *handoffState) ticking() { h.loopsOnce.Do(func() { close(h.loopsUp) }) }
 
 func newHandoffState(set *vm.Set) *handoffState {
 	return &handoffState{
@@ -35,6 +41,7 @@ func newHandoffState(set *vm.Set) *handoffState {
 		resumed:  set.NewCounter(`wsedge_handoff_connections_total{dir="resumed"}`),
 		refused:  set.NewCounter(`wsedge_handoff_connections_total{dir="refused"}`),
 		giving:   make(chan struct{}, 1),
+		loopsUp:  make(chan struct{}),
 	}
 }
 
@@ -51,6 +58,10 @@ type Takeover struct {
 	s    *Server
 	link *handoff.Link
 	acks []handoff.Ack
+
+	// failAfter > 0 (tests) makes Run give up at that batch without
+	// answering it, as a process that dies half-way.
+	failAfter int
 }
 
 // DialTakeover connects to the old process's handoff socket and exchanges
@@ -118,11 +129,11 @@ func (s *Server) compatible(h handoff.Hello) error {
 func (t *Takeover) Run() (int, error) {
 	s, l := t.s, t.link
 	defer l.Close()
-	<-s.booted
+	<-s.ho.loopsUp
 	if err := l.Send(handoff.TypeReady, nil, nil); err != nil {
 		return 0, fmt.Errorf("engine: takeover: %w", err)
 	}
-	taken := 0
+	taken, batches := 0, 0
 	for {
 		// The old process may wait for slow connections: generous.
 		_ = l.Conn().SetDeadline(time.Now().Add(2 * handoffHelloTimeout))
@@ -132,6 +143,10 @@ func (t *Takeover) Run() (int, error) {
 		}
 		switch typ {
 		case handoff.TypeBatch:
+			if batches++; batches == t.failAfter {
+				handoff.CloseFDs(fds)
+				return taken, errors.New("engine: takeover: failing on purpose (test)")
+			}
 			n, err := t.batch(payload, fds)
 			taken += n
 			if err != nil {

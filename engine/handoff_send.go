@@ -125,6 +125,7 @@ func (s *Server) giveAway(link *handoff.Link) error {
 		return fmt.Errorf("%w: message %d instead of ready", handoff.ErrMalformed, typ)
 	}
 	start := time.Now()
+	<-s.ho.loopsUp
 	loops := s.allLoops()
 	stopped := s.onLoops(loops, func(l *loop) any { return l.stopListening() })
 	s.draining.Store(true) // not ready; a connection accepted just before gets 503

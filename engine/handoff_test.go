@@ -2,12 +2,15 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"path/filepath"
 	"runtime"
 	"testing"
 	"time"
 
+	"github.com/wsedge/wsedge/broker"
+	"github.com/wsedge/wsedge/broker/redistest"
 	"github.com/wsedge/wsedge/frame"
 )
 
@@ -130,4 +133,149 @@ func TestHandoffEcho(t *testing.T) {
 		t.Fatalf("new process holds %d", neu.m.Open())
 	}
 	_ = runtime.NumGoroutine
+}
+
+// handoffProto is the protocol-mode scenario: subscribers on a shared
+// Redis broker, a publisher at ~1,000 msg/s throughout, and a handoff in
+// the middle. stopAfter > 0 makes the new process fail after that many
+// batches (it refuses the batch and goes away), as if it died.
+func handoffProto(t *testing.T, n, stopAfter int) (old, neu *Server, subs []*pclient, taken int) {
+	rd := redistest.Start(t)
+	cfg := func(c *Config) {
+		c.Echo = false
+		c.CommandRate = 0
+		c.Broker = rd.URL()
+		c.Namespaces = []Namespace{{Name: "chat", HistorySize: 100_000, HistoryTTL: time.Minute, Presence: true, Publish: true}}
+	}
+	old, path, done := startOld(t, cfg)
+	subs = make([]*pclient, n)
+	pos := make([]uint64, n)
+	for i := range subs {
+		subs[i] = dialProto(t, old.Addr())
+		res := subs[i].ok(`{"op":"subscribe","channel":"chat:room"}`)
+		pos[i] = uint64(res["offset"].(float64))
+	}
+	pub, err := broker.NewRedis(context.Background(), broker.RedisConfig{URL: rd.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	stop := make(chan struct{})
+	published := make(chan uint64, 1)
+	go func() {
+		var last uint64
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				published <- last
+				return
+			case <-tick.C:
+			}
+			p, err := pub.Publish(context.Background(), "chat:room", []byte(fmt.Sprintf(`{"n":%d}`, last+1)),
+				broker.PublishOptions{HistorySize: 100_000, HistoryTTL: time.Minute})
+			if err == nil {
+				last = p.Offset
+			}
+		}
+	}()
+	// Some publications before the switch.
+	subs[0].waitPushes(50, isPub)
+
+	var res chan takeResult
+	if stopAfter > 0 {
+		neu, res = startNewFailing(t, old, path, cfg, stopAfter)
+	} else {
+		neu, res = startNew(t, old, path, cfg)
+	}
+	r := waitTake(t, res)
+	if stopAfter == 0 {
+		if r.err != nil || r.n != n {
+			t.Fatalf("took %d of %d: %v", r.n, n, r.err)
+		}
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the old process did not finish")
+		}
+	} else if r.err == nil {
+		t.Fatal("a failing takeover reported no error")
+	}
+	// Publications after the switch too.
+	before := old.m.Publications.Get() + neu.m.Publications.Get()
+	checkFor(t, 10*time.Second, func() error {
+		if got := old.m.Publications.Get() + neu.m.Publications.Get(); got < before+200 {
+			return fmt.Errorf("%d publications after the switch", got-before)
+		}
+		return nil
+	})
+	close(stop)
+	top := <-published
+	// Every subscriber has every publication after its position, once,
+	// in order, and nothing else.
+	for i, c := range subs {
+		got := c.waitPushes(int(top-pos[i]), isPub)
+		for j, p := range got {
+			if off := uint64(p["offset"].(float64)); off != pos[i]+uint64(j)+1 {
+				t.Fatalf("client %d: push %d has offset %d, want %d", i, j, off, pos[i]+uint64(j)+1)
+			}
+		}
+		c.mu.Lock()
+		if len(c.pushes) != len(got) || c.closed != nil {
+			t.Fatalf("client %d: %d pushes, %d publications; closed %v", i, len(c.pushes), len(got), c.closed)
+		}
+		c.mu.Unlock()
+		// Commands still work, wherever the connection is.
+		c.ok(`{"op":"presence_stats","channel":"chat:room"}`)
+	}
+	return old, neu, subs, r.n
+}
+
+func isPub(p map[string]any) bool {
+	_, ok := p["offset"]
+	return ok && p["data"] != nil
+}
+
+// TestHandoffProtocol: subscribers move while a publisher runs; each
+// gets every publication exactly once, in order.
+func TestHandoffProtocol(t *testing.T) {
+	old, neu, _, _ := handoffProto(t, 40, 0)
+	if old.m.Open() != 0 || neu.m.Open() != 40 {
+		t.Fatalf("open: old %d new %d", old.m.Open(), neu.m.Open())
+	}
+}
+
+// TestHandoffNewDies: the new process fails after its first batch; the
+// old one resumes everything it did not see acknowledged, and every
+// client, wherever it is, still gets every publication once, in order.
+func TestHandoffNewDies(t *testing.T) {
+	old, neu, _, taken := handoffProto(t, 40, 1)
+	if taken == 0 || taken == 40 {
+		t.Fatalf("took %d of 40, want some", taken)
+	}
+	if old.m.Open()+neu.m.Open() != 40 || old.m.Open() != int64(40-taken) {
+		t.Fatalf("open: old %d new %d, %d taken", old.m.Open(), neu.m.Open(), taken)
+	}
+}
+
+func startNewFailing(t *testing.T, old *Server, path string, mutate func(*Config), after int) (*Server, chan takeResult) {
+	t.Helper()
+	res := make(chan takeResult, 1)
+	var tk *Takeover
+	s := startServerHook(t, func(c *Config) {
+		mutate(c)
+		c.Listen = old.Addr()
+	}, func(s *Server) {
+		var err error
+		if tk, err = s.DialTakeover(path); err != nil {
+			t.Fatal(err)
+		}
+		tk.failAfter = after + 1
+	})
+	go func() {
+		n, err := tk.Run()
+		res <- takeResult{n, err}
+	}()
+	return s, res
 }

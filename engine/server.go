@@ -292,6 +292,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 
 // OnTick runs on gnet's ticker goroutine: it only posts a tick to each loop.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.ho.ticking() // the loops exist: OnBoot runs before gnet creates them
 	for _, l := range *s.list.Load() {
 		_ = l.el.Execute(context.Background(), l.tickFn)
 	}
