@@ -216,14 +216,13 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 			nc.Close()
 			r.why = err.Error()
 		}
-	}
-	taken := 0
-	for i, r := range rs {
-		if waits[i] != nil {
-			if res := <-waits[i]; res.Err != nil && r.why == "" {
-				r.why = res.Err.Error()
-			}
+		if (i+1)%enrollAtOnce == 0 {
+			t.wait(rs, waits, i+1-enrollAtOnce, i+1)
 		}
+	}
+	t.wait(rs, waits, len(rs)/enrollAtOnce*enrollAtOnce, len(rs))
+	taken := 0
+	for _, r := range rs {
 		ok := r.c != nil && r.why == ""
 		if ok {
 			taken++
@@ -241,6 +240,24 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 	}
 	s.activate(rs)
 	return taken, nil
+}
+
+// enrollAtOnce bounds the enrollments in flight: gnet runs each on a
+// worker goroutine of its pool until the loop has registered it, so this
+// bounds those goroutines, whatever the number of connections.
+const enrollAtOnce = 32
+
+// wait collects the enrollment results of rs[from:to].
+func (t *Takeover) wait(rs []*restoring, waits []<-chan gnet.RegisteredResult, from, to int) {
+	for i := from; i < to; i++ {
+		if waits[i] == nil {
+			continue
+		}
+		if res := <-waits[i]; res.Err != nil && rs[i].why == "" {
+			rs[i].why = res.Err.Error()
+		}
+		waits[i] = nil
+	}
 }
 
 // activate hands each taken connection to its loop to be started.

@@ -50,6 +50,9 @@ func (s *Server) ServeHandoff(path string, done func()) (io.Closer, error) {
 			err = s.giveAway(handoff.NewLink(c))
 			c.Close()
 			if err == nil {
+				// The socket is free at once for the new process's own
+				// handoff socket (the next upgrade).
+				ln.Close()
 				done()
 				return
 			}

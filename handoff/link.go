@@ -201,6 +201,9 @@ func (l *Link) Send(typ byte, payload []byte, fds []int) error {
 	if n != len(l.hdr) || oobn != len(oob) {
 		return io.ErrShortWrite
 	}
+	if len(payload) == 0 {
+		return nil // a zero-byte write could fail on a peer that already read and closed
+	}
 	_, err = l.c.Write(payload)
 	return err
 }

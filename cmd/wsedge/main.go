@@ -15,6 +15,7 @@ var commands = map[string]func(args []string) int{
 	"serve":   runServe,
 	"bench":   runBench,
 	"token":   runToken,
+	"upgrade": runUpgrade,
 	"version": runVersion,
 }
 
@@ -25,6 +26,7 @@ commands:
   serve     run the WebSocket edge server
   bench     run the load generator against a server
   token     mint a JWT for a client (development secret unless --key)
+  upgrade   start a new wsedge that takes a running one's connections over
   version   print the version
 `)
 }
