@@ -1,9 +1,7 @@
 package engine
 
 import (
-	"os"
 	"reflect"
-	"strconv"
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
@@ -397,8 +395,9 @@ func injectInbound(gc gnet.Conn, b []byte) bool {
 	return err == nil && n == len(b) && gc.InboundBuffered() >= len(b)
 }
 
-// fdIsSocket says whether fd is a socket (checked on received descriptors).
+// fdIsSocket says whether fd is a stream socket (checked on received
+// descriptors).
 func fdIsSocket(fd int) bool {
-	link, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
-	return err == nil && len(link) > 8 && link[:8] == "socket:["
+	typ, err := unix.GetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_TYPE)
+	return err == nil && typ == unix.SOCK_STREAM
 }

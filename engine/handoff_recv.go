@@ -187,6 +187,7 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 		handoff.CloseFDs(fds)
 		return 0, err
 	}
+	t0 := time.Now()
 	rs := make([]*restoring, len(recs))
 	waits := make([]<-chan gnet.RegisteredResult, len(recs))
 	t.acks = t.acks[:0]
@@ -221,6 +222,7 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 		}
 	}
 	t.wait(rs, waits, len(rs)/enrollAtOnce*enrollAtOnce, len(rs))
+	s.log.Debug("handoff batch enrolled", "connections", len(rs), "took", time.Since(t0))
 	taken := 0
 	for _, r := range rs {
 		ok := r.c != nil && r.why == ""

@@ -175,8 +175,11 @@ func (g *giver) run(loops []*loop) error {
 			}
 		}
 		left, batches := 0, 0
+		t0 := time.Now()
+		var tc, ts time.Duration
 		for range gls {
 			r := <-results
+			tc = time.Since(t0)
 			left += r.left
 			for _, b := range r.batches {
 				batches++
@@ -186,11 +189,13 @@ func (g *giver) run(loops []*loop) error {
 				}
 			}
 		}
+		ts = time.Since(t0)
 		for len(g.inflight) > 0 {
 			if err := g.ack(); err != nil {
 				return err
 			}
 		}
+		s.log.Debug("handoff round", "batches", batches, "frozen_in", tc, "sent_in", ts, "acked_in", time.Since(t0), "not_ready", left)
 		if left == 0 && batches == 0 {
 			break
 		}
