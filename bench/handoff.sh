@@ -8,7 +8,8 @@
 #                   RATE publishes/s running throughout (bench broadcast:
 #                   missing, duplicated and out-of-order deliveries, p99);
 #                   SWITCH=0 runs the same broadcast without a handoff, for
-#                   the latency beside it.
+#                   the latency beside it. Namespace bench keeps 10,000
+#                   publications (wsedge.yaml written here).
 #
 # usage: bench/handoff.sh     env: N=19000 MODE=echo HOLD=40s RATE=10 SWITCH=1 OUT=bench/results/issue15
 # Writes $OUT/<mode>-<n>[-noswitch].json (the bench's result) and .log (both servers' handoff lines).
@@ -28,7 +29,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 PORT=$(free_port)
 SOCK=$TMP/handoff.sock
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; cp $TMP/*.log /tmp/ 2>/dev/null; rm -rf "$TMP"; }
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$TMP"; }
 trap cleanup EXIT
 
 ARGS=(--listen 127.0.0.1:$PORT --admin 127.0.0.1:0 --handoff-socket unix://$SOCK --max-conns 19800 --drain-grace 0s)
@@ -41,7 +42,12 @@ else
 	redis-server --port "$RPORT" --save '' --appendonly no >"$TMP/redis.log" 2>&1 &
 	PIDS+=($!)
 	for _ in $(seq 50); do redis-cli -p "$RPORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
-	ARGS+=(--insecure-no-auth --broker redis://127.0.0.1:$RPORT/0)
+	# History deep enough to recover a switch of several seconds at RATE.
+	cat >"$TMP/wsedge.yaml" <<YAML
+namespaces:
+  - {name: bench, history_size: 10000, history_ttl: 5m, publish: true}
+YAML
+	ARGS+=(--config "$TMP/wsedge.yaml" --insecure-no-auth --broker redis://127.0.0.1:$RPORT/0)
 	BENCH=(broadcast --conns "$N" --procs 2 --rate "$RATE" --size 64 --duration "$HOLD")
 fi
 wait_line() { # file msg timeout_s
