@@ -195,8 +195,12 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 		r := &restoring{}
 		rs[i] = r
 		if r.rec, err = handoff.DecodeConn(b); err != nil {
-			// The seq cannot be trusted: the whole batch is refused.
+			// Its seq cannot be read, so the batch cannot be answered:
+			// what was enrolled of it goes without a word, and the
+			// session ends (the old process resumes the whole batch).
 			handoff.CloseFDs(fds[i:])
+			t.wait(rs, waits, i/enrollAtOnce*enrollAtOnce, i)
+			s.dropRestored(rs[:i])
 			return 0, err
 		}
 		fd := fds[i]

@@ -169,3 +169,46 @@ func TestUpgradeSIGUSR2(t *testing.T) {
 	}
 	roundTrips(t, conns, "after")
 }
+
+// TestTakeoverKilled: the new process is killed (SIGKILL) after its first
+// batch. The old one keeps serving every connection it did not see
+// acknowledged, exactly as many as it says it kept, and those clients
+// notice nothing; the ones it handed over die with the new process.
+func TestTakeoverKilled(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "handoff.sock")
+	old := startServe(t, "", "--echo", "--handoff-socket", "unix://"+sock)
+	old.waitLine(t, "handoff socket", 5*time.Second)
+	const n = 1200
+	conns := echoClients(t, old.ws, n)
+	neu := startServe(t, "", "--echo", "--listen", old.ws, "--takeover", "unix://"+sock, "--log-level", "debug")
+	neu.waitLine(t, "handoff batch enrolled", 20*time.Second)
+	_ = neu.cmd.Process.Kill()
+	failed := old.waitLine(t, "handoff failed; this process keeps serving every connection it did not hand over", 20*time.Second)
+	var gone int
+	if _, err := fmt.Sscanf(failed["err"].(string), "after %d connections handed over", &gone); err != nil {
+		t.Fatalf("%v: %v", failed, err)
+	}
+	if gone == 0 || gone == n {
+		t.Fatalf("%d of %d handed over before the kill, want some", gone, n)
+	}
+	ok := 0
+	for i, ws := range conns {
+		msg := fmt.Sprint("after ", i)
+		_ = ws.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if ws.WriteMessage(websocket.TextMessage, []byte(msg)) != nil {
+			continue
+		}
+		if _, got, err := ws.ReadMessage(); err == nil {
+			if string(got) != msg {
+				t.Fatalf("conn %d: echo %q, want %q", i, got, msg)
+			}
+			ok++
+		}
+	}
+	if ok != n-gone {
+		t.Fatalf("%d connections answered, the old process kept %d", ok, n-gone)
+	}
+	// It listens again: a new client is served.
+	more := echoClients(t, old.ws, 1)
+	roundTrips(t, more, "later")
+}
