@@ -290,3 +290,37 @@ func startNewFailing(t *testing.T, old *Server, path string, mutate func(*Config
 	}()
 	return s, res
 }
+
+// TestHandoffMemoryBroker: with the embedded memory broker history does not
+// move (docs/DESIGN.md, "Handoff"): a moved subscription is told to
+// recover with a lagged push carrying its last delivered offset, then
+// receives the new process's publications; nothing is misread as an
+// older offset.
+func TestHandoffMemoryBroker(t *testing.T) {
+	cfg := func(c *Config) {
+		c.Echo = false
+		c.CommandRate = 0
+	}
+	old, path, done := startOld(t, cfg)
+	sub := dialProto(t, old.Addr())
+	sub.ok(`{"op":"subscribe","channel":"chat:room"}`)
+	pub := dialProto(t, old.Addr())
+	for range 3 {
+		pub.ok(`{"op":"publish","channel":"chat:room","data":{}}`)
+	}
+	sub.waitPushes(3, isPub)
+	_, res := startNew(t, old, path, cfg)
+	if r := waitTake(t, res); r.err != nil || r.n != 2 {
+		t.Fatalf("took %d: %v", r.n, r.err)
+	}
+	<-done
+	lagged := sub.waitPushes(1, func(p map[string]any) bool { return p["lagged"] != nil })
+	if l, _ := lagged[0]["lagged"].(map[string]any); l == nil || l["offset"] != float64(3) {
+		t.Fatalf("lagged push %v, want offset 3", lagged[0])
+	}
+	pub.ok(`{"op":"publish","channel":"chat:room","data":{"after":1}}`)
+	got := sub.waitPushes(4, isPub)
+	if got[3]["offset"] != float64(1) {
+		t.Fatalf("first publication of the new process: %v", got[3])
+	}
+}
