@@ -199,7 +199,7 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 			// what was enrolled of it goes without a word, and the
 			// session ends (the old process resumes the whole batch).
 			handoff.CloseFDs(fds[i:])
-			t.wait(rs, waits, i/enrollAtOnce*enrollAtOnce, i)
+			t.wait(rs, waits, 0, i)
 			s.dropRestored(rs[:i])
 			return 0, err
 		}
@@ -221,11 +221,11 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 			nc.Close()
 			r.why = err.Error()
 		}
-		if (i+1)%enrollAtOnce == 0 {
-			t.wait(rs, waits, i+1-enrollAtOnce, i+1)
+		if i >= enrollAtOnce {
+			t.wait(rs, waits, i-enrollAtOnce, i-enrollAtOnce+1) // a sliding window
 		}
 	}
-	t.wait(rs, waits, len(rs)/enrollAtOnce*enrollAtOnce, len(rs))
+	t.wait(rs, waits, 0, len(rs))
 	s.log.Debug("handoff batch enrolled", "connections", len(rs), "took", time.Since(t0))
 	taken := 0
 	for _, r := range rs {
@@ -253,7 +253,7 @@ func (t *Takeover) batch(payload []byte, fds []int) (int, error) {
 // bounds those goroutines, whatever the number of connections.
 const enrollAtOnce = 32
 
-// wait collects the enrollment results of rs[from:to].
+// wait collects the enrollment results of rs[from:to] not collected yet.
 func (t *Takeover) wait(rs []*restoring, waits []<-chan gnet.RegisteredResult, from, to int) {
 	for i := from; i < to; i++ {
 		if waits[i] == nil {
