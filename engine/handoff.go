@@ -30,8 +30,9 @@ import (
 
 // freeze writes c's record (with seq) into rec and returns a duplicate of
 // its descriptor, or ok false if c cannot leave yet (not open, a broker op
-// or a held subscribe in flight, or output gnet has not sent). On the
-// loop goroutine.
+// or a held subscribe in flight, or output gnet has not sent; fd is
+// fdsExhausted if the process is out of descriptors for the duplicate).
+// On the loop goroutine.
 func (l *loop) freeze(c *conn, seq uint32, rec *handoff.Conn) (fd int, ok bool) {
 	if c.state != stateOpen || c.paused {
 		return -1, false
@@ -58,6 +59,9 @@ func (l *loop) freeze(c *conn, seq uint32, rec *handoff.Conn) (fd int, ok bool) 
 	}
 	fd, err := unix.FcntlInt(uintptr(c.gc.Fd()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
+		if err == unix.EMFILE || err == unix.ENFILE {
+			return fdsExhausted, false
+		}
 		return -1, false
 	}
 	now := l.wheel.now
@@ -100,6 +104,10 @@ func (l *loop) freeze(c *conn, seq uint32, rec *handoff.Conn) (fd int, ok bool) 
 	l.setFrozen(c)
 	return fd, true
 }
+
+// fdsExhausted is freeze's fd when no descriptor is left for the duplicate:
+// the round stops, and the next one goes on once sent batches are released.
+const fdsExhausted = -2
 
 // setFrozen stops reading c and takes it out of the wheel.
 func (l *loop) setFrozen(c *conn) {

@@ -199,7 +199,9 @@ func (g *giver) run(loops []*loop) error {
 		if left == 0 && batches == 0 {
 			break
 		}
-		if batches == 0 {
+		if batches > 0 {
+			waitUntil = time.Time{} // progress: the wait for stragglers starts again
+		} else {
 			// Only connections that are not ready: wait for them, for
 			// a bounded time (a shutdown poll, not a synchronisation).
 			if waitUntil.IsZero() {
@@ -333,6 +335,9 @@ func (gl *giveLoop) collect(seq *atomic.Uint32) roundResult {
 		if !ok {
 			if c.state != stateClosed {
 				gl.retry = append(gl.retry, c)
+			}
+			if fd == fdsExhausted {
+				break // a server at its file limit: what is sent frees them
 			}
 			continue
 		}
