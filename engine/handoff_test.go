@@ -324,3 +324,59 @@ func TestHandoffMemoryBroker(t *testing.T) {
 		t.Fatalf("first publication of the new process: %v", got[3])
 	}
 }
+
+// TestHandoffQueuedOutput: a connection whose output the client has not
+// read yet is not handed over until it has been written (so that nothing
+// queued is lost); once the client reads, it moves and its stream goes on
+// intact (a byte of the queue lost would break the frames that follow).
+func TestHandoffQueuedOutput(t *testing.T) {
+	old, path, done := startOld(t, nil)
+	slow := handshake(t, old.Addr())
+	big := bytes.Repeat([]byte("y"), 60_000)
+	// Echoes pile up in gnet's outbound buffer: the client does not read
+	// (the server stops reading it past --max-outbound-bytes, so the
+	// writes may block: they go from a goroutine).
+	const n = 80
+	var wire []byte
+	for range n {
+		wire = append(wire, masked(true, frame.OpBinary, big)...)
+	}
+	go func() { _, _ = slow.nc.Write(wire) }()
+	checkFor(t, 5*time.Second, func() error {
+		var queued int
+		for _, l := range *old.list.Load() {
+			got := make(chan int)
+			_ = l.el.Execute(context.Background(), runnable(func() {
+				q := 0
+				l.wheel.each(func(c *conn) { q += c.gc.OutboundBuffered() })
+				got <- q
+			}))
+			queued += <-got
+		}
+		if queued == 0 {
+			return fmt.Errorf("nothing queued yet")
+		}
+		return nil
+	})
+	plain := handshake(t, old.Addr())
+	neu, res := startNew(t, old, path, nil)
+	// The plain connection moves at once; the slow one waits for its reader.
+	checkFor(t, 5*time.Second, func() error {
+		if neu.m.Open() < 1 {
+			return fmt.Errorf("nothing moved yet")
+		}
+		return nil
+	})
+	for range n {
+		slow.expectFrame(frame.OpBinary, string(big))
+	}
+	r := waitTake(t, res)
+	if r.err != nil || r.n != 2 {
+		t.Fatalf("took %d of 2: %v", r.n, r.err)
+	}
+	<-done
+	for _, c := range []*rawClient{slow, plain} {
+		c.send(masked(true, frame.OpText, []byte("still here")))
+		c.expectFrame(frame.OpText, "still here")
+	}
+}
