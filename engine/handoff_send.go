@@ -25,11 +25,11 @@ import (
 // handoffBatchesPerLoop is how many batches a loop freezes per round.
 const handoffBatchesPerLoop = 4
 
-// HandoffWait is how long the old process waits, once every connection it
+// handoffWait is how long the old process waits, once every connection it
 // could freeze is gone, for the rest (mid-handshake, closing, or with
 // output the client does not read) to become ready. Those left after it
 // stay and are drained as on shutdown.
-var HandoffWait = 10 * time.Second
+const handoffWait = 10 * time.Second
 
 // ServeHandoff listens on path (wsedge serve --handoff-socket) for a new
 // process that takes this one's connections over. done is called, on the
@@ -205,7 +205,7 @@ func (g *giver) run(loops []*loop) error {
 			// Only connections that are not ready: wait for them, for
 			// a bounded time (a shutdown poll, not a synchronisation).
 			if waitUntil.IsZero() {
-				waitUntil = time.Now().Add(HandoffWait)
+				waitUntil = time.Now().Add(handoffWait)
 			}
 			if time.Now().After(waitUntil) {
 				g.left = left
