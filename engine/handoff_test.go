@@ -12,6 +12,7 @@ import (
 	"github.com/wsedge/wsedge/broker"
 	"github.com/wsedge/wsedge/broker/redistest"
 	"github.com/wsedge/wsedge/frame"
+	"github.com/wsedge/wsedge/handoff"
 )
 
 // handoffPair starts an old server serving a handoff socket and returns it
@@ -378,5 +379,39 @@ func TestHandoffQueuedOutput(t *testing.T) {
 	for _, c := range []*rawClient{slow, plain} {
 		c.send(masked(true, frame.OpText, []byte("still here")))
 		c.expectFrame(frame.OpText, "still here")
+	}
+}
+
+// TestHandoffVersionRefused: a peer speaking another version of the state
+// encoding is refused with a reason naming both versions; the running
+// process keeps its connections and its handoff socket.
+func TestHandoffVersionRefused(t *testing.T) {
+	old, path, _ := startOld(t, nil)
+	c := handshake(t, old.Addr())
+	link, err := handoff.Dial(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hello := handoff.AppendHello(nil, handoff.Hello{Echo: true})
+	hello[9]++ // another encoding version
+	if err := link.Send(handoff.TypeHello, hello, nil); err != nil {
+		t.Fatal(err)
+	}
+	typ, reason, _, err := link.Recv()
+	if err != nil || typ != handoff.TypeRefuse || !bytes.Contains(reason, []byte(fmt.Sprintf("version %d, the peer speaks %d", handoff.Version, handoff.Version+1))) {
+		t.Fatalf("answer %d %q %v", typ, reason, err)
+	}
+	link.Close()
+	c.send(masked(true, frame.OpText, []byte("still")))
+	c.expectFrame(frame.OpText, "still")
+	// A peer of the same version then takes over.
+	neu, res := startNew(t, old, path, nil)
+	if r := waitTake(t, res); r.err != nil || r.n != 1 {
+		t.Fatalf("took %d: %v", r.n, r.err)
+	}
+	c.send(masked(true, frame.OpText, []byte("moved")))
+	c.expectFrame(frame.OpText, "moved")
+	if neu.m.Open() != 1 {
+		t.Fatalf("new process holds %d", neu.m.Open())
 	}
 }
