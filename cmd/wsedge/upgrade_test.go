@@ -181,7 +181,21 @@ func TestTakeoverKilled(t *testing.T) {
 	const n = 1200
 	conns := echoClients(t, old.ws, n)
 	neu := startServe(t, "", "--echo", "--listen", old.ws, "--takeover", "unix://"+sock, "--log-level", "debug")
-	neu.waitLine(t, "handoff batch enrolled", 20*time.Second)
+	// After its second batch is enrolled the first one's ack has left
+	// (a batch is acknowledged before the next is read).
+	deadline := time.Now().Add(20 * time.Second)
+	for enrolled := 0; enrolled < 2; {
+		enrolled = 0
+		for _, l := range neu.log() {
+			if l["msg"] == "handoff batch enrolled" {
+				enrolled++
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d batches enrolled; log: %v", enrolled, neu.log())
+		}
+		time.Sleep(time.Millisecond)
+	}
 	_ = neu.cmd.Process.Kill()
 	failed := old.waitLine(t, "handoff failed; this process keeps serving every connection it did not hand over", 20*time.Second)
 	var gone int
