@@ -143,7 +143,12 @@ func (s *Server) giveAway(link *handoff.Link) error {
 		s.draining.Store(false)
 		return fmt.Errorf("after %d connections handed over: %w", g.sent, err)
 	}
-	s.log.Info("handoff done", "connections", g.sent, "left_behind", g.left, "took", time.Since(start).Round(time.Millisecond))
+	s.log.Info("handoff done", "connections", g.sent, "left_behind", g.left, "refused", g.refused, "took", time.Since(start).Round(time.Millisecond))
+	if g.left+g.refused > 0 {
+		// They are drained when this process stops (close 1001 spread
+		// over the grace): their clients reconnect to the new process.
+		s.log.Warn("handoff: connections the new process did not take are drained", "count", g.left+g.refused)
+	}
 	return nil
 }
 
@@ -153,7 +158,8 @@ type giver struct {
 	link     *handoff.Link
 	inflight []*frozenBatch // sent, not acknowledged, in order
 	sent     int
-	left     int
+	left     int // not ready in time
+	refused  int // refused by the new process, resumed here
 	acks     []handoff.Ack
 }
 
@@ -279,6 +285,8 @@ func (g *giver) ack() error {
 	for _, t := range taken {
 		if t {
 			g.sent++
+		} else {
+			g.refused++
 		}
 	}
 	conns := b.conns
