@@ -69,13 +69,16 @@ func waitTake(t *testing.T, res chan takeResult) takeResult {
 	return takeResult{}
 }
 
-// TestHandoffEcho hands echo connections over, some in the middle of a
+// TestHandoffEcho hands 5,000 echo connections over, some in the middle of a
 // fragmented message and of a frame: each client then finishes its
 // message and gets it back whole from the new process, and sees nothing
 // else (no close, no ping).
 func TestHandoffEcho(t *testing.T) {
 	old, path, done := startOld(t, nil)
-	const n = 60
+	n := 5000 // the count; the test process holds both ends and both servers
+	if raceEnabled {
+		n = 300
+	}
 	msg := bytes.Repeat([]byte("0123456789"), 20)
 	clients := make([]*rawClient, n)
 	var rest [][]byte
@@ -112,7 +115,7 @@ func TestHandoffEcho(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the old process did not finish")
 	}
-	if old.m.Open() != 0 || neu.m.Open() != n {
+	if old.m.Open() != 0 || neu.m.Open() != int64(n) {
 		t.Fatalf("open: old %d new %d", old.m.Open(), neu.m.Open())
 	}
 	for i, c := range clients {
@@ -130,7 +133,7 @@ func TestHandoffEcho(t *testing.T) {
 	c := handshake(t, old.Addr())
 	c.send(masked(true, frame.OpText, []byte("new")))
 	c.expectFrame(frame.OpText, "new")
-	if neu.m.Open() != n+1 {
+	if neu.m.Open() != int64(n+1) {
 		t.Fatalf("new process holds %d", neu.m.Open())
 	}
 	_ = runtime.NumGoroutine
