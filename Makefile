@@ -39,6 +39,7 @@ race:
 
 # Fuzz targets: 50,000 inputs each in CI (fuzz-short), $(FUZZTIME) each here.
 FUZZ_TARGETS = ./frame:FuzzFrame ./frame:FuzzInflate ./engine:FuzzHandshake ./protocol:FuzzProtocol ./auth:FuzzToken ./client:FuzzClientRead ./metrics:FuzzProcStats ./tuning:FuzzProfile ./ingest:FuzzIngest
+FUZZ_TARGETS += ./handoff:FuzzDecode ./frame:FuzzParserState ./auth:FuzzIdentityDecode
 fuzz:
 	@for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \

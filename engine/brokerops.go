@@ -32,6 +32,7 @@ const (
 	opHistory                         // history
 	opPresence                        // presence list
 	opPresenceStats                   // presence counts
+	opResume                          // a subscription carried over a handoff: as opSubscribe, answered with the missed publications as pushes
 )
 
 // brokerOp is one command's broker work. The loop fills the request part
@@ -74,7 +75,7 @@ func (op *brokerOp) run(s *Server) {
 	c, cancel := context.WithTimeout(context.Background(), brokerCallTimeout)
 	defer cancel()
 	switch op.kind {
-	case opSubscribe, opServerSub:
+	case opSubscribe, opServerSub, opResume:
 		// Every subscribe reconciles, not only a loop's first: another
 		// loop's first subscribe may still be on its way to the broker,
 		// and a reconcile that finds the node subscribed costs a lock.
@@ -257,6 +258,8 @@ func (l *loop) complete(op *brokerOp) error {
 	switch op.kind {
 	case opSubscribe, opServerSub:
 		return l.completeSubscribe(op)
+	case opResume:
+		return l.completeResume(op)
 	case opPublish:
 		return l.completePublish(op)
 	case opHistory:

@@ -45,7 +45,7 @@ type subscription struct {
 	ns      *Namespace
 	hold    *heldPushes // while its subscribe waits on an async broker
 	last    uint64      // offset of the last publication delivered or known from the subscribe reply
-	epoch   string      // epoch of last's stream
+	epoch   string      // epoch of last's stream (a handoff resumes from last in it)
 	told    bool        // the client was told to recover after last (lagged), so a jump past it needs no notice
 	lagging bool        // frames are being dropped (policy "lag") until the queue drains
 }

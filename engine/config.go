@@ -115,6 +115,13 @@ type Config struct {
 	CompressionMinSize int    `yaml:"compression_min_size"`
 	CompressionLevel   int    `yaml:"compression_level"`
 
+	// HandoffSocket (unix:///run/wsedge/handoff.sock) is where this
+	// process hands its connections to a new one; Takeover is the socket
+	// of a running process whose connections this one takes over at
+	// start (docs/DESIGN.md, "Handoff"). Both are wired by cmd/wsedge.
+	HandoffSocket string `yaml:"handoff_socket"`
+	Takeover      string `yaml:"-"`
+
 	// Namespaces are the channel namespaces clients may use; a channel
 	// "ns:name" in an unknown namespace is refused with 404.
 	Namespaces []Namespace `yaml:"namespaces"`

@@ -17,6 +17,7 @@ const (
 	stateOpen                       // upgraded
 	stateClosing                    // our close frame is sent; waiting for the peer's
 	stateClosed                     // gnet closed the socket
+	stateFrozen                     // being handed to another process: not read, not written (handoff.go)
 )
 
 // conn is one connection's state, owned by its loop goroutine. It is kept

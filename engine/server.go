@@ -71,7 +71,8 @@ type Server struct {
 	events   *eventLog     // connection events for ingest readers; nil without --ingest
 	idem     *idemWindow   // idempotency keys of ingest and HTTP API publishes
 	draining atomic.Bool
-	ops      serverOps // opsmetrics.go
+	ops      serverOps     // opsmetrics.go
+	ho       *handoffState // handoff*.go
 }
 
 // New validates cfg and prepares a server; Run starts it.
@@ -121,6 +122,7 @@ func New(cfg Config, log *slog.Logger) (*Server, error) {
 		loops:    make(map[gnet.EventLoop]*loop),
 		booted:   make(chan struct{}),
 	}
+	s.ho = newHandoffState(s.m.Set)
 	s.maxConns = int64(limits.MaxConns(cfg.Loops))
 	s.ceilingReason = metrics.RejectFDCeiling
 	if cfg.MaxConns > 0 && int64(cfg.MaxConns) < s.maxConns {
@@ -310,6 +312,7 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 
 // OnTick runs on gnet's ticker goroutine: it only posts a tick to each loop.
 func (s *Server) OnTick() (time.Duration, gnet.Action) {
+	s.ho.ticking() // the loops exist: OnBoot runs before gnet creates them
 	for _, l := range *s.list.Load() {
 		_ = l.el.Execute(context.Background(), l.tickFn)
 	}
@@ -346,6 +349,9 @@ var (
 // OnOpen implements gnet.EventHandler. It runs on the loop goroutine right
 // after accept.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if r, ok := gc.Context().(*restoring); ok {
+		return s.openRestored(gc, r) // handed over by another process (handoff_recv.go)
+	}
 	s.m.Accepted.Inc()
 	if s.draining.Load() {
 		return s.refuse(gc, metrics.RejectDraining, respDraining)
@@ -405,6 +411,10 @@ func (s *Server) OnClose(gc gnet.Conn, err error) gnet.Action {
 		return gnet.None // refused in OnOpen
 	}
 	l := c.loop
+	if c.state == stateFrozen {
+		l.closeFrozen(c) // handed over, or closed while being handed over (handoff.go)
+		return gnet.None
+	}
 	switch c.state {
 	case stateHandshake:
 		if !c.hsCounted {

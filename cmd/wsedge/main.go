@@ -17,6 +17,7 @@ var commands = map[string]func(args []string) int{
 	"bench":   runBench,
 	"token":   runToken,
 	"tune":    runTune,
+	"upgrade": runUpgrade,
 	"version": runVersion,
 }
 
@@ -29,6 +30,7 @@ commands:
   bench     run the load generator against a server
   token     mint a JWT for a client (development secret unless --key)
   tune      check host limits against the sysctl profile; plan capacity
+  upgrade   start a new wsedge that takes a running one's connections over
   version   print the version
 `)
 }

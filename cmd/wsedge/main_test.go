@@ -85,7 +85,7 @@ func startServe(t *testing.T, shell string, args ...string) *proc {
 			}
 			p.mu.Lock()
 			p.lines = append(p.lines, line)
-			if line["msg"] == "listening" {
+			if line["msg"] == "listening" && p.ws == "" { // a process it started on SIGUSR2 shares its stderr
 				p.ws, p.admin = line["ws"].(string), line["admin"].(string)
 				close(listening)
 			}

@@ -33,6 +33,7 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	var origins, logLevel string
+	upgradeBinary = ""
 	fs.String("config", "", "YAML configuration file (env WSEDGE_CONFIG)")
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "WebSocket listen address host:port")
 	fs.StringVar(&cfg.Admin, "admin", cfg.Admin, "admin HTTP address for /metrics, /healthz, /readyz (empty disables)")
@@ -74,6 +75,9 @@ func loadServeConfig(args []string) (engine.Config, string, error) {
 	fs.IntVar(&cfg.MaxConnsPerIP, "max-conns-per-ip", cfg.MaxConnsPerIP, "open connections per client address (0: no limit; behind a load balancer leave it off)")
 	fs.Float64Var(&cfg.HandshakeRatePerIP, "handshake-rate-per-ip", cfg.HandshakeRatePerIP, "handshakes per second per client address (0: no limit)")
 	fs.IntVar(&cfg.HandshakeBurstPerIP, "handshake-burst-per-ip", cfg.HandshakeBurstPerIP, "burst of the per-address handshake bucket")
+	fs.StringVar(&cfg.HandoffSocket, "handoff-socket", cfg.HandoffSocket, "unix socket where a new process takes this one's connections over (wsedge upgrade, SIGUSR2)")
+	fs.StringVar(&cfg.Takeover, "takeover", cfg.Takeover, "unix socket of a running wsedge whose connections this one takes over at start (same port, same configuration)")
+	fs.StringVar(&upgradeBinary, "upgrade-binary", "", "binary SIGUSR2 starts to take over (default: this executable's path)")
 	fs.StringVar(&origins, "allowed-origins", strings.Join(cfg.AllowedOrigins, ","), "comma-separated Origin values to accept (empty: any)")
 	fs.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
 	ingestFlags(fs, &cfg.Ingest)
@@ -146,6 +150,15 @@ func runServe(args []string) int {
 		log.Error("start", "err", err)
 		return 1
 	}
+	var tk *engine.Takeover
+	if cfg.Takeover != "" {
+		// Before listening: the hello tells where client ids start.
+		if tk, err = srv.DialTakeover(cfg.Takeover); err != nil {
+			log.Error("takeover", "err", err)
+			reportTakeover("failed: " + err.Error())
+			return 1
+		}
+	}
 	// The first SIGTERM or SIGINT drains; a second one exits at once (an
 	// operator who presses Ctrl-C twice does not want to wait the grace).
 	sigs := make(chan os.Signal, 2)
@@ -161,6 +174,8 @@ func runServe(args []string) int {
 		log.Warn("second signal: exiting without finishing the drain", "signal", sig.String())
 		os.Exit(130)
 	}()
+	stopHandoff := startHandoff(srv, cfg, tk, args, log, cancel)
+	defer stopHandoff()
 	if err := srv.Run(ctx); err != nil {
 		log.Error("serve", "err", err)
 		return 1
