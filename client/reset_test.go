@@ -62,19 +62,3 @@ func TestStreamReset(t *testing.T) {
 		}
 	}
 }
-
-// checkSequenceData asserts that the handler got data 1..n exactly once
-// each, in order, whatever their offsets.
-func (r *recorder) checkSequenceData(t testing.TB, n int) {
-	t.Helper()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.pubs) != n {
-		t.Fatalf("handler got %d publications, want %d", len(r.pubs), n)
-	}
-	for i, p := range r.pubs {
-		if want := strconv.Itoa(i + 1); string(p.Data) != want {
-			t.Fatalf("publication %d is %s (offset %d), want %s", i, p.Data, p.Offset, want)
-		}
-	}
-}

@@ -27,22 +27,8 @@ type Response struct {
 // ParseResponse decodes the server frame at the start of buf, like
 // ParseRequest. It does not allocate.
 func ParseResponse(buf []byte, maxFrame int, r *Response) (n int, err error) {
-	if len(buf) < 4 {
-		return 0, nil
-	}
-	l := binary.BigEndian.Uint32(buf)
-	if l < minLen {
-		return 0, ErrMalformed
-	}
-	if uint64(l)+4 > uint64(maxFrame) {
-		return 0, ErrFrameLarge
-	}
-	n = 4 + int(l)
-	if len(buf) >= 5 && buf[4] != Version {
-		return 0, ErrVersion
-	}
-	if len(buf) < n {
-		return 0, nil
+	if n, err = frameLen(buf, maxFrame); n == 0 || err != nil {
+		return 0, err
 	}
 	*r = Response{Op: Op(buf[5]), Seq: binary.BigEndian.Uint64(buf[6:])}
 	b := buf[HeaderLen:n]

@@ -171,22 +171,8 @@ func FrameLen(buf []byte) int {
 // it and goes on. ErrMalformed and ErrVersion mean the stream cannot be
 // parsed further. It does not allocate.
 func ParseRequest(buf []byte, maxFrame int, r *Request) (n int, err error) {
-	if len(buf) < 4 {
-		return 0, nil
-	}
-	l := binary.BigEndian.Uint32(buf)
-	if l < minLen {
-		return 0, ErrMalformed
-	}
-	if uint64(l)+4 > uint64(maxFrame) {
-		return 0, ErrFrameLarge
-	}
-	n = 4 + int(l)
-	if len(buf) >= 5 && buf[4] != Version {
-		return 0, ErrVersion
-	}
-	if len(buf) < n {
-		return 0, nil
+	if n, err = frameLen(buf, maxFrame); n == 0 || err != nil {
+		return 0, err
 	}
 	*r = Request{Op: Op(buf[5]), Seq: binary.BigEndian.Uint64(buf[6:])}
 	b := buf[HeaderLen:n]
@@ -393,4 +379,28 @@ func itoa(v uint64) string {
 		}
 	}
 	return string(b[i:])
+}
+
+// frameLen checks the length prefix and version of the frame at the start
+// of buf (either direction) and returns its whole size, or 0 while it is
+// not all in buf.
+func frameLen(buf []byte, maxFrame int) (int, error) {
+	if len(buf) < 4 {
+		return 0, nil
+	}
+	l := binary.BigEndian.Uint32(buf)
+	if l < minLen {
+		return 0, ErrMalformed
+	}
+	if uint64(l)+4 > uint64(maxFrame) {
+		return 0, ErrFrameLarge
+	}
+	n := 4 + int(l)
+	if len(buf) >= 5 && buf[4] != Version {
+		return 0, ErrVersion
+	}
+	if len(buf) < n {
+		return 0, nil
+	}
+	return n, nil
 }
