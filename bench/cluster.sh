@@ -9,6 +9,9 @@
 #        SUBS=10000      subscribers of the delivery runs
 #        RATE=10         publishes per second in the delivery runs
 #        TPUT_RATES="5 10 20"  publishes/s per channel of the 4-node runs (1,000 channels × 19)
+#        PUBLISHERS=50   publisher connections of the 4-node runs: a connection has one
+#                        broker call in flight at a time (replies keep command order), so
+#                        one connection publishes at most 1/RTT to Redis a second
 #        RUNS="delivery throughput"
 #        OUT=dir         JSON results and logs; default bench/results/cluster
 set -euo pipefail
@@ -18,6 +21,7 @@ DURATION=${DURATION:-30s}
 SUBS=${SUBS:-10000}
 RATE=${RATE:-10}
 TPUT_RATES=${TPUT_RATES:-5 10 20}
+PUBLISHERS=${PUBLISHERS:-50}
 RUNS=${RUNS:-delivery throughput}
 command -v jq >/dev/null || { echo "cluster.sh needs jq" >&2; exit 1; }
 command -v redis-server >/dev/null || { echo "cluster.sh needs redis-server" >&2; exit 1; }
@@ -70,9 +74,9 @@ if [[ " $RUNS " == *" delivery "* ]]; then
 	node a "$R"
 	node b "$R"
 	COMMON=(--conns "$SUBS" --rate "$RATE" --size 64 --procs 2 --duration "$DURATION" --channel bench:x)
-	bench single-memory --url "$WS_mem" "${COMMON[@]}"
-	bench single-redis --url "$WS_a" "${COMMON[@]}"
-	bench cross-node --url "$WS_b" --publish-url "$WS_a" "${COMMON[@]}"
+	bench "single-memory-$RATE" --url "$WS_mem" "${COMMON[@]}"
+	bench "single-redis-$RATE" --url "$WS_a" "${COMMON[@]}"
+	bench "cross-node-$RATE" --url "$WS_b" --publish-url "$WS_a" "${COMMON[@]}"
 	stop_all_nodes
 fi
 
@@ -81,7 +85,7 @@ if [[ " $RUNS " == *" throughput "* ]]; then
 	node a "$R"; node b "$R"; node c "$R"; node d "$R"
 	for rate in $TPUT_RATES; do
 		bench "4nodes-1000ch-$rate" --url "$WS_a,$WS_b,$WS_c,$WS_d" --publish-url "$WS_a" \
-			--conns 19000 --channels 1000 --rate "$rate" --size 64 --procs 2 --duration "$DURATION"
+			--conns 19000 --channels 1000 --rate "$rate" --publishers "$PUBLISHERS" --size 64 --procs 2 --duration "$DURATION"
 	done
 	stop_all_nodes
 fi
