@@ -193,6 +193,12 @@ func (l *loop) fire(c *conn) {
 			return
 		}
 		defer l.scheduleExpiry(c)
+		if c.sess != nil && c.sess.inflight > 0 {
+			// Not read because a broker call of its own is in flight:
+			// its pongs wait in the socket because of us, not of it.
+			// Silence counts from when reading resumes.
+			c.lastSeen, c.pinged = now, false
+		}
 		idle := now - c.lastSeen
 		switch {
 		case idle >= l.idleTicks:
