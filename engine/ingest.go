@@ -79,7 +79,8 @@ type ingestLoop struct {
 	inbox   *shard.Inbox[*ingestOp]
 	drainFn gnet.RunnableFunc
 	tickFn  gnet.RunnableFunc
-	evConns []*ingestConn // connections reading the event stream
+	evConns []*ingestConn            // connections reading the event stream
+	all     map[*ingestConn]struct{} // every open connection, for the stop's flush wait
 }
 
 // ingestConn is one ingest connection, owned by its loop.
@@ -220,6 +221,7 @@ func startIngest(s *Server) (*ingestServer, error) {
 // answered requests are flushed first) and removes the socket file.
 func (is *ingestServer) stop() {
 	is.closing.Store(true)
+	is.awaitFlushed(3 * time.Second)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := is.eng.Stop(ctx); err != nil {
@@ -285,7 +287,12 @@ func (is *ingestServer) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 		return ingest.AppendError(nil, 0, ingest.CodeShuttingDown, ingest.CodeShuttingDown.String()), gnet.Close
 	}
 	is.conns.Add(1)
-	gc.SetContext(&ingestConn{gc: gc, il: is.loopFor(gc.EventLoop())})
+	c := &ingestConn{gc: gc, il: is.loopFor(gc.EventLoop())}
+	if c.il.all == nil {
+		c.il.all = make(map[*ingestConn]struct{})
+	}
+	c.il.all[c] = struct{}{}
+	gc.SetContext(c)
 	return nil, gnet.None
 }
 
@@ -294,6 +301,7 @@ func (is *ingestServer) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 func (is *ingestServer) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if c, ok := gc.Context().(*ingestConn); ok {
 		c.closed = true
+		delete(c.il.all, c)
 		is.conns.Add(-1)
 		gc.SetContext(nil)
 	}
@@ -478,5 +486,43 @@ func (s *Server) stopServices() {
 	}
 	if s.bside != nil {
 		s.bside.close()
+	}
+}
+
+// awaitFlushed waits, at most d, until no ingest connection has a broker op
+// in flight or responses gnet has not written: gnet's close writes what it
+// holds once and drops the rest when the peer's socket is full, and an ack
+// dropped there makes the client publish again on the next server (a
+// duplicate). New requests are already refused (closing).
+func (is *ingestServer) awaitFlushed(d time.Duration) {
+	deadline := time.Now().Add(d)
+	for {
+		is.mu.Lock()
+		loops := make([]*ingestLoop, 0, len(is.loops))
+		for _, il := range is.loops {
+			loops = append(loops, il)
+		}
+		is.mu.Unlock()
+		var busy atomic.Int64
+		var wg sync.WaitGroup
+		for _, il := range loops {
+			wg.Add(1)
+			err := il.el.Execute(context.Background(), runnable(func() {
+				defer wg.Done()
+				for c := range il.all {
+					if c.inflight > 0 || c.gc.OutboundBuffered() > 0 {
+						busy.Add(1)
+					}
+				}
+			}))
+			if err != nil {
+				wg.Done()
+			}
+		}
+		wg.Wait()
+		if busy.Load() == 0 || time.Now().After(deadline) {
+			return
+		}
+		time.Sleep(5 * time.Millisecond) // polling the loops while they flush
 	}
 }
