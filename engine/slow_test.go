@@ -105,9 +105,12 @@ func TestSlowConsumers(t *testing.T) {
 				}
 			}
 			// Queues hold references to shared frames; gnet holds at most
-			// one flush (maxBytes) per connection.
+			// one flush (maxBytes) per connection. The bound is checked
+			// without -race (make test runs the suite both ways): the race
+			// detector's allocations and a whole package's leftovers made
+			// the heap of the -race run too noisy to bound.
 			bound := uint64(slow) * 2 * maxBytes
-			if grew := peak - min(peak, before.HeapInuse); grew > bound+(64<<20) {
+			if grew := peak - min(peak, before.HeapInuse); !raceEnabled && grew > bound+(64<<20) {
 				t.Fatalf("heap grew by %d MB with %d slow consumers, bound %d MB", grew>>20, slow, bound>>20)
 			}
 			s.metricsFlushed()
